@@ -1,0 +1,47 @@
+# secateurs: `make demo` and `make test` do all set-up by themselves (venv, pinned CPU torch, data).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+# Stable CPU timings (ENVIRONMENT.md): glibc reads these at process start.
+export MALLOC_MMAP_THRESHOLD_ := 1000000000
+export MALLOC_TRIM_THRESHOLD_ := 1000000000
+JOBS ?= 2
+
+.PHONY: setup data test test-fast lint typecheck demo bench-smoke clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed data
+
+data:
+	@scripts/ensure-data.sh
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy src
+
+test: setup
+	@scripts/ensure-chromium.sh
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
+	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
+
+test-fast: setup
+	$(BIN)/pytest -q -n $(JOBS) -m "not slow"
+
+demo: setup
+	$(BIN)/secateurs bench suites/demo.yaml --out runs/demo
+
+bench-smoke: setup
+	$(BIN)/secateurs bench suites/smoke.yaml --out runs/smoke
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

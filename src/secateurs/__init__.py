@@ -1,0 +1,37 @@
+"""secateurs: prune neural networks and prove what the pruning bought.
+
+The public API (see `secateurs.api`)::
+
+    import secateurs as sec
+    result = sec.prune(model, method="magnitude", sparsity=0.9, example_inputs=x)
+
+Attributes are imported lazily so that ``secateurs.cli`` starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "PruneResult": "secateurs.api",
+    "evaluate": "secateurs.api",
+    "gradual": "secateurs.api",
+    "load": "secateurs.api",
+    "prune": "secateurs.api",
+    "save": "secateurs.api",
+    "train": "secateurs.api",
+    "MaskStore": "secateurs.sparsity.masks",
+    "TrainConfig": "secateurs.train.config",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'secateurs' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

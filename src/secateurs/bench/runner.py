@@ -1,0 +1,154 @@
+"""Run a suite: train each dense model once per seed, prune every cell, append one row per cell.
+
+Resumable: dense models live in ``DIR/dense/MODEL-seedN`` (finished run directories are reused,
+interrupted trainings resume from their last epoch) and cells already in ``DIR/results.jsonl`` are
+skipped, so re-running after a kill completes the grid without duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from secateurs.bench.results import ResultsFile
+from secateurs.bench.suite import Cell, ModelEntry, Suite, cells, load_suite
+from secateurs.bench.table import aggregate, markdown
+from secateurs.data.types import Splits
+from secateurs.io.files import atomic_write_json
+from secateurs.io.rundir import is_run_dir, load_run, read_run, run_lock, writing_run
+from secateurs.recipes import safe_child
+from secateurs.workflows import RunOptions, load_splits, prune_and_finetune, train_run
+
+log = logging.getLogger(__name__)
+
+
+def dense_dir(out: Path, model: ModelEntry, seed: int) -> Path:
+    return safe_child(out / "dense", f"{model.name}-seed{seed}", "model name")
+
+
+def ensure_dense(suite: Suite, out: Path, model: ModelEntry, seed: int, splits: Splits, progress: bool) -> Path:
+    """The finished dense run for (model, seed): reused if present, trained (or resumed) otherwise."""
+    path = dense_dir(out, model, seed)
+    if not is_run_dir(path):
+        log.info("training dense %s (seed %d)", model.name, seed)
+        train_run(
+            model.name,
+            suite.data,
+            model.train,
+            seed=seed,
+            options=RunOptions(out=path, resume=True, progress=progress, measure=suite.measure),
+            splits=splits,
+        )
+    return path
+
+
+def dense_row(suite: Suite, model: ModelEntry, seed: int, path: Path) -> dict[str, Any]:
+    info = read_run(path)
+    return {
+        "key": f"{model.name}|dense|0|{seed}",
+        "suite": suite.name,
+        "model": model.name,
+        "method": "dense",
+        "label": "dense",
+        "sparsity": 0.0,
+        "seed": seed,
+        "metrics": info["metrics"],
+        "before_finetune": {k: info["metrics"].get(k) for k in ("val_accuracy", "test_accuracy")},
+        "train_epochs": model.train.epochs,
+        "timings": info["timings"],
+        "run": str(path),
+    }
+
+
+def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool) -> dict[str, Any]:
+    """Prune and fine-tune one cell from its dense model; returns its result row."""
+    started = time.perf_counter()
+    parent = load_run(dense_dir(out, cell.model, cell.seed))
+    prune = cell.method.prune_config(cell.sparsity)
+    finetune = cell.model.finetune or suite.finetune
+    measure = suite.measure
+    if cell.method.bn_recalibrate is not None:
+        measure = measure.model_copy(update={"bn_recalibrate": cell.method.bn_recalibrate})
+    result = prune_and_finetune(
+        parent.model,
+        cell.model.name,
+        splits,
+        prune,
+        finetune,
+        seed=cell.seed,
+        calibration=suite.calibration,
+        measure=measure,
+        progress=False,
+    )
+    row = {
+        "key": cell.key,
+        "suite": suite.name,
+        "model": cell.model.name,
+        "method": cell.method.name,
+        "label": cell.method.row_name,
+        "sparsity": cell.sparsity,
+        "seed": cell.seed,
+        "config": prune.model_dump(),
+        "metrics": result.metrics,
+        "before_finetune": result.before_finetune,
+        "train_epochs": result.train_epochs,
+        "method_info": result.outcome.info,
+        "history": {"method": result.outcome.history, "finetune": result.finetune_history},
+        "timings": {
+            "wall_s": time.perf_counter() - started,
+            "score_s": result.outcome.score_seconds,
+            "finetune_s": result.finetune_seconds,
+        },
+    }
+    if suite.keep_runs:
+        run_path = safe_child(out / "runs", cell.key.replace("|", "_"), "cell name")
+        with writing_run(run_path, overwrite=True) as stage:
+            stage.save_model(result.model)
+            stage.save_masks(result.outcome.masks)
+            stage.save_plan(result.outcome.plan)
+            stage.commit(
+                {
+                    **row,
+                    "kind": "prune",
+                    "model": parent.info["model"],
+                    "parent": str(parent.path),
+                    "preprocessing": parent.info["preprocessing"],
+                }
+            )
+        row["run"] = str(run_path)
+    return row
+
+
+def run_suite(path: Path, out: Path, *, overrides: list[str] | None = None, progress: bool = False) -> str:
+    """Run (or finish) the suite at ``path`` into ``out``; returns the Markdown summary table."""
+    suite = load_suite(path, overrides or [])
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        atomic_write_json(out / "suite.json", suite.model_dump(by_alias=True))
+        results = ResultsFile(out / "results.jsonl")
+        done = {str(row["key"]) for row in results.read(repair=True)}
+        grid = list(cells(suite))
+        todo = [cell for cell in grid if cell.key not in done]
+        log.info("suite %s: %d cells, %d done, %d to run", suite.name, len(grid), len(grid) - len(todo), len(todo))
+        splits = load_splits(suite.data)
+        bar = tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not progress, file=sys.stderr, unit="cell")
+        try:
+            for seed in suite.seeds:
+                for model in suite.models:
+                    path_dense = ensure_dense(suite, out, model, seed, splits, progress)
+                    row = dense_row(suite, model, seed, path_dense)
+                    if row["key"] not in done:
+                        results.append(row)
+                        done.add(row["key"])
+                    for cell in (c for c in todo if c.seed == seed and c.model == model):
+                        bar.set_description(cell.key)
+                        results.append(run_cell(suite, out, cell, splits, progress))
+                        bar.update(1)
+        finally:
+            bar.close()
+        return markdown(aggregate(results.read()))

@@ -1,0 +1,92 @@
+"""Aggregate result rows over seeds: mean ± std per model × method × sparsity."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+AGGREGATED = (
+    ("test_accuracy", "metrics.test_accuracy"),
+    ("test_accuracy_before_finetune", "before_finetune.test_accuracy"),
+    ("val_accuracy", "metrics.val_accuracy"),
+    ("sparsity_prunable", "metrics.sparsity_prunable"),
+    ("sparsity_params", "metrics.sparsity_params"),
+    ("sparsity_macs", "metrics.sparsity_macs"),
+    ("params", "metrics.params"),
+    ("nonzero_params", "metrics.nonzero_params"),
+    ("macs", "metrics.effective_macs"),
+    ("latency_b1_ms", "metrics.latency_ms.batch_1"),
+    ("latency_b256_ms", "metrics.latency_ms.batch_256"),
+    ("train_epochs", "train_epochs"),
+)
+
+
+def lookup(row: dict[str, Any], dotted: str) -> Any:
+    node: Any = row
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (model, label, sparsity) with ``{name: (mean, std)}`` and the seed count."""
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["label"], float(row["sparsity"])), []).append(row)
+    table = []
+    for (model, label, sparsity), members in groups.items():
+        entry: dict[str, Any] = {"model": model, "label": label, "sparsity": sparsity, "seeds": len(members)}
+        for name, path in AGGREGATED:
+            values = [float(v) for v in (lookup(m, path) for m in members) if isinstance(v, int | float)]
+            entry[name] = mean_std(values) if values else None
+        table.append(entry)
+    table.sort(key=lambda e: (e["model"], e["label"] != "dense", e["label"], e["sparsity"]))
+    return table
+
+
+def _cell(value: tuple[float, float] | None, kind: str) -> str:
+    if value is None:
+        return "–"
+    mean, std = value
+    if kind == "percent":
+        return f"{100 * mean:.2f} ± {100 * std:.2f}" if std else f"{100 * mean:.2f}"
+    if kind == "ms":
+        return f"{mean:.2f}"
+    if kind == "fraction":
+        return f"{mean:.4f}"
+    return f"{mean:,.0f}"
+
+
+COLUMNS = (
+    ("test acc %", "test_accuracy", "percent"),
+    ("before FT %", "test_accuracy_before_finetune", "percent"),
+    ("sparsity (prunable)", "sparsity_prunable", "fraction"),
+    ("params", "params", "count"),
+    ("non-zero", "nonzero_params", "count"),
+    ("MACs", "macs", "count"),
+    ("b1 ms", "latency_b1_ms", "ms"),
+    ("b256 ms", "latency_b256_ms", "ms"),
+)
+
+
+def markdown(table: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
+    """A Markdown table of `aggregate` output (columns whose values are all missing are dropped)."""
+    used = [c for c in columns if any(entry.get(c[1]) is not None for entry in table)]
+    header = ["model", "method", "target sparsity", "seeds", *[c[0] for c in used]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in table:
+        cells = [entry["model"], entry["label"], f"{entry['sparsity']:g}", str(entry["seeds"])]
+        cells += [_cell(entry.get(key), kind) for _, key, kind in used]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""What is registered: the rows of ``secateurs list``."""
+
+from __future__ import annotations
+
+from secateurs.errors import UsageError
+
+CATALOGS = ("methods", "models", "datasets", "scorers", "granularities")
+
+
+def catalog(what: str) -> list[tuple[str, str]]:
+    """``(name, description)`` rows of the registry ``what``, sorted by name."""
+    if what == "methods":
+        from secateurs.methods import METHODS
+
+        return [(name, f"[{m.kind}] {m.description}") for name, m in METHODS.items()]
+    if what == "models":
+        from secateurs.models import MODELS
+
+        return [(name, f"[{e.kind}] {e.description}") for name, e in MODELS.items()]
+    if what == "datasets":
+        from secateurs.data.registry import DATASETS
+
+        return [(name, e.description) for name, e in DATASETS.items()]
+    if what == "scorers":
+        from secateurs.scoring import SCORERS
+
+        return [(name, e.description) for name, e in SCORERS.items()]
+    if what == "granularities":
+        from secateurs.sparsity.granularity import GRANULARITIES
+
+        return [(name, (type(g).__doc__ or "").strip().splitlines()[0]) for name, g in GRANULARITIES.items()]
+    raise UsageError(f"cannot list {what!r}; accepted: {', '.join(CATALOGS)}")

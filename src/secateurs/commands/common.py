@@ -1,0 +1,95 @@
+"""Argument helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from secateurs.train.config import TrainConfig
+    from secateurs.workflows import RunOptions
+
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "momentum")
+
+
+def key_values(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["a=1", "b.c=x"]`` → ``{"a": 1, "b.c": "x"}`` (values parsed as YAML scalars)."""
+    from secateurs.config import parse_overrides
+
+    return dict(parse_overrides(items or []))
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def train_config(args: argparse.Namespace, prefix: str = "") -> TrainConfig:
+    """A validated `TrainConfig` from ``--{prefix}epochs`` etc. and ``--{prefix}set KEY=VALUE``."""
+    from secateurs.config import validate
+    from secateurs.train.config import TrainConfig
+
+    tree: dict[str, Any] = {}
+    for field in TRAIN_FLAGS:
+        value = getattr(args, f"{prefix}{field}", None)
+        if value is not None:
+            tree[field] = value
+    for field in ("init", "train_subset"):
+        if getattr(args, field, None) is not None:
+            tree[field] = getattr(args, field)
+    tree.update(key_values(getattr(args, f"{prefix}set", None)))
+    config: TrainConfig = validate(TrainConfig, tree, "training options")
+    return config
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    from secateurs.config import MeasureConfig
+    from secateurs.workflows import RunOptions
+
+    return RunOptions(
+        out=Path(args.out),
+        overwrite=args.overwrite,
+        resume=getattr(args, "resume", False),
+        progress=show_progress(args),
+        measure=MeasureConfig(latency=not args.no_latency, bn_recalibrate=getattr(args, "bn_recalibrate", False)),
+    )
+
+
+def summary(info: dict[str, Any]) -> str:
+    """One line about a finished run: accuracies, sizes and latency."""
+    metrics = info["metrics"]
+    parts = [
+        f"{info['kind']} run {info.get('name', '')}".strip(),
+        f"val {metrics['val_accuracy']:.4f}",
+        f"test {metrics['test_accuracy']:.4f}",
+        f"params {metrics['params']:,}",
+        f"non-zero {metrics['nonzero_params']:,}",
+        f"MACs {metrics['effective_macs']:,}",
+    ]
+    latency = metrics.get("latency_ms") or {}
+    timed = [f"{k.replace('batch_', 'batch ')} {v:.2f} ms" for k, v in latency.items() if k.startswith("batch_")]
+    if timed:
+        parts.append(", ".join(timed))
+    return " | ".join(parts)
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="run directory to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run at --out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", help="dataset directory (or file); default: SECATEURS_DATA, then the system copy")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+
+
+def add_training(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    dash = prefix.replace("_", "-")
+    parser.add_argument(f"--{dash}epochs", type=float, help="epochs (fractions allowed)")
+    parser.add_argument(f"--{dash}batch-size", type=int)
+    parser.add_argument(f"--{dash}lr", type=float)
+    parser.add_argument(f"--{dash}optimizer", choices=("sgd", "adam", "adamw"))
+    parser.add_argument(f"--{dash}schedule", choices=("constant", "step", "cosine"))
+    parser.add_argument(f"--{dash}weight-decay", type=float)
+    parser.add_argument(f"--{dash}momentum", type=float)
+    parser.add_argument(f"--{dash}set", action="append", metavar="KEY=VALUE", help="any other training option")

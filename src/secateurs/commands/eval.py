@@ -1,0 +1,33 @@
+"""``secateurs eval``: reload a finished run and re-measure it on its own preprocessing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from secateurs.commands.common import summary
+
+ORDER = 30
+
+
+def handle(args: argparse.Namespace) -> int:
+    from secateurs.io.rundir import read_run
+    from secateurs.workflows import evaluate_run
+
+    info = read_run(Path(args.run))
+    metrics = evaluate_run(Path(args.run), data_dir=args.data_dir, latency=args.latency)
+    if args.json:
+        print(json.dumps({"run": str(args.run), "recorded": info["metrics"], "measured": metrics}, indent=2))
+    else:
+        print(summary({**info, "metrics": metrics}))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("eval", help="re-measure a finished run")
+    parser.add_argument("run", help="a run directory")
+    parser.add_argument("--json", action="store_true", help="print recorded and measured metrics as JSON")
+    parser.add_argument("--latency", action="store_true", help="also measure latency")
+    parser.add_argument("--data-dir")
+    parser.set_defaults(handler=handle)

@@ -1,0 +1,22 @@
+"""``secateurs list``: what is registered."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 90
+CATALOGS = ("methods", "models", "datasets", "scorers", "granularities")
+
+
+def handle(args: argparse.Namespace) -> int:
+    from secateurs.catalog import catalog
+
+    for name, description in catalog(args.what):
+        print(f"{name:22} {description}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("list", help="list registered methods, models, datasets, scorers, granularities")
+    parser.add_argument("what", choices=CATALOGS)
+    parser.set_defaults(handler=handle)

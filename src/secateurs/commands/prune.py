@@ -1,0 +1,63 @@
+"""``secateurs prune``: prune a finished run, fine-tune it, measure it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from secateurs.commands.common import add_output, add_training, key_values, run_options, summary, train_config
+
+ORDER = 20
+
+
+def handle(args: argparse.Namespace) -> int:
+    from secateurs.config import CalibrationConfig, validate
+    from secateurs.methods.base import PruneConfig
+    from secateurs.workflows import prune_run
+
+    prune = validate(
+        PruneConfig,
+        {
+            "method": args.method,
+            "sparsity": args.sparsity,
+            "scope": args.scope,
+            "granularity": args.granularity,
+            "target": args.target,
+            "min_keep": args.min_keep,
+            "exclude": tuple(args.exclude or ()),
+            "options": key_values(args.option),
+        },
+        "prune options",
+    )
+    finetune = train_config(args, "finetune_") if args.finetune_epochs is not None else None
+    info = prune_run(
+        Path(args.source),
+        prune,
+        finetune,
+        seed=args.seed,
+        options=run_options(args),
+        calibration=CalibrationConfig(size=args.calibration),
+        data_dir=args.data_dir,
+    )
+    print(summary(info))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("prune", help="prune a finished run, then fine-tune it")
+    parser.add_argument("--from", dest="source", required=True, help="the run directory to prune")
+    parser.add_argument("--method", required=True, help="a registered method (secateurs list methods)")
+    parser.add_argument("--sparsity", type=float, required=True, help="fraction removed, in [0, 1)")
+    parser.add_argument("--scope", choices=("layerwise", "global"))
+    parser.add_argument("--granularity", default="element")
+    parser.add_argument("--target", choices=("params", "macs", "channels"), default="params")
+    parser.add_argument("--min-keep", type=int, default=1)
+    parser.add_argument("--exclude", action="append", metavar="PATTERN", help="never prune weights matching this")
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method-specific option")
+    parser.add_argument("--calibration", type=int, default=512, help="training images for data-driven scorers")
+    parser.add_argument("--bn-recalibrate", action="store_true", help="re-estimate BatchNorm statistics after pruning")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning")
+    parser.add_argument("--train-subset", type=int, help="fine-tune on only the first N training images")
+    add_output(parser)
+    add_training(parser, "finetune_")
+    parser.set_defaults(handler=handle)

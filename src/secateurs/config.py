@@ -1,0 +1,147 @@
+"""Recipe schema: one validated YAML file from data and model to a pruned, fine-tuned, measured run.
+
+Unknown keys and wrong types are errors that name the key. ``--set a.b=value`` overrides any key
+(values parsed as YAML scalars: ``--set method.sparsity=0.7``, ``--set train.epochs=2``).
+
+Example::
+
+    name: lenet5-magnitude
+    seed: 0
+    data: {name: fashion-mnist}
+    model: lenet5
+    train: {epochs: 5, lr: 0.05}
+    method: {name: magnitude, sparsity: 0.9, scope: global}
+    finetune: {epochs: 1, lr: 0.01}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from secateurs.errors import ConfigError
+from secateurs.methods.base import PruneConfig, format_validation_error
+from secateurs.train.config import TrainConfig
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "fashion-mnist"
+    dir: str | None = None
+
+
+class CalibrationConfig(BaseModel):
+    """Training images a data-driven scorer sees: the first ``size`` of the training split."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(512, ge=1)
+    batch_size: int = Field(256, ge=1)
+
+
+class MeasureConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency: bool = True
+    latency_batches: tuple[int, ...] = (1, 256)
+    latency_repeats: int = Field(20, ge=1)
+    bn_recalibrate: bool = False
+    """Re-estimate BatchNorm statistics on training batches right after pruning (structured methods)."""
+    bn_batches: int = Field(20, ge=1)
+
+
+class Recipe(BaseModel):
+    """A whole experiment: dense training (or ``from`` an existing run), pruning, fine-tuning."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: str | None = None
+    train: TrainConfig | None = None
+    source: str | None = Field(None, alias="from")
+    method: PruneConfig | None = None
+    finetune: TrainConfig | None = None
+    calibration: CalibrationConfig = CalibrationConfig()
+    measure: MeasureConfig = MeasureConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if self.source is None and (self.model is None or self.train is None):
+            raise ValueError("a recipe needs either 'from' (an existing run) or both 'model' and 'train'")
+        if self.source is not None and self.train is not None:
+            raise ValueError("'from' and 'train' exclude each other: the run given by 'from' is the dense model")
+        if self.source is not None and self.method is None:
+            raise ValueError("a recipe with 'from' needs a 'method' section")
+        return self
+
+
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree[a][b] = value`` for ``dotted = "a.b"``, creating intermediate mappings."""
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = {}
+            node[key] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """``["a.b=1", "c=x"]`` → ``[("a.b", 1), ("c", "x")]`` (values parsed as YAML)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value (e.g. method.sparsity=0.7), got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
+    """Read a YAML mapping; unreadable, malformed or non-mapping files are a `ConfigError`."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {what} {path}: {error}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{what} {path} is not valid YAML{where}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{what} {path} must be a YAML mapping, found {type(tree).__name__}")
+    return tree
+
+
+def validate(model: type[BaseModel], tree: dict[str, Any], what: str) -> Any:
+    try:
+        return model.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(f"{what}: {format_validation_error(error)}") from None
+
+
+def load_recipe(path: Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Load, override and validate a recipe file."""
+    tree = load_yaml(path)
+    for key, value in parse_overrides(overrides):
+        set_path(tree, key, value)
+    recipe: Recipe = validate(Recipe, tree, f"recipe {path}")
+    return recipe

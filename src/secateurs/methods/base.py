@@ -1,0 +1,201 @@
+"""The method plug-in contract: a validated config, a context, and one `apply` that prunes.
+
+A method is one file that defines a `Method` subclass (with its own pydantic ``Options``) and
+registers an instance in `METHODS`. Kinds:
+
+- ``unstructured``: one-shot masks on individual weights (magnitude, random, lap, lamp, …);
+- ``structured``: channels removed physically (hap, l1-filter, taylor, …);
+- ``iterative``: rounds of train → prune → rewind (imp, infcop);
+- ``gradual``: masks grown during training (campfire, gmp).
+
+Methods whose ``trains`` flag is set run their own training from ``context.train_config``; the CLI
+then gives them the fine-tuning budget instead of fine-tuning afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from secateurs.data.types import Splits
+from secateurs.errors import ConfigError, UsageError
+from secateurs.registry import Registry
+from secateurs.scoring import SCORERS
+from secateurs.scoring.base import LossFn, ScoreContext
+from secateurs.sparsity.allocate import select
+from secateurs.sparsity.granularity import granularity as lookup_granularity
+from secateurs.sparsity.masks import MaskStore
+from secateurs.sparsity.targets import prunable_names
+from secateurs.train.config import TrainConfig
+
+
+class PruneConfig(BaseModel):
+    """Options every method understands; method-specific ones go in ``options``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field(validation_alias=AliasChoices("method", "name"))
+    """The registered method name (``name`` is accepted as an alias in recipes)."""
+    sparsity: float
+    """Fraction removed, of the prunable weights (unstructured) or of ``target`` (structured)."""
+    scope: Literal["layerwise", "global"] | None = None
+    """None: the method's default."""
+    granularity: str = "element"
+    target: Literal["params", "macs", "channels"] = "params"
+    min_keep: int = Field(1, ge=0)
+    exclude: tuple[str, ...] = ()
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity_range(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1) (the fraction removed), got {value}")
+        return value
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class PruneContext:
+    """Everything a method may use besides the model and its config."""
+
+    example_inputs: torch.Tensor
+    generator: torch.Generator
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
+    loss_fn: LossFn = nn.functional.cross_entropy
+    splits: Splits | None = None
+    train_config: TrainConfig | None = None
+    seed: int = 0
+    progress: bool = False
+    checkpoint_dir: Path | None = None
+
+    def score_context(self) -> ScoreContext:
+        return ScoreContext(
+            generator=self.generator,
+            example_inputs=self.example_inputs,
+            batches=self.batches,
+            loss_fn=self.loss_fn,
+        )
+
+    def require_training(self, method: str) -> tuple[Splits, TrainConfig]:
+        if self.splits is None or self.train_config is None:
+            raise UsageError(f"method {method!r} trains while it prunes: pass splits= and train_config=")
+        return self.splits, self.train_config
+
+
+@dataclass
+class PruneOutcome:
+    """What `Method.apply` returns. ``model`` may be a new, physically smaller module."""
+
+    model: nn.Module
+    masks: MaskStore | None = None
+    plan: dict[str, Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    score_seconds: float = 0.0
+    train_epochs: float = 0.0
+
+
+class Method(ABC):
+    """A pruning method. Subclasses set the class variables and implement `apply`."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["unstructured", "structured", "iterative", "gradual"]]
+    description: ClassVar[str]
+    paper: ClassVar[str] = ""
+    trains: ClassVar[bool] = False
+    needs_data: ClassVar[bool] = False
+    default_scope: ClassVar[Literal["layerwise", "global"]] = "layerwise"
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def parse_options(self, raw: Mapping[str, Any]) -> BaseModel:
+        """Validate ``raw`` against ``Options``; a bad key or value is a `ConfigError` naming it."""
+        try:
+            return self.Options.model_validate(dict(raw))
+        except ValidationError as error:
+            raise ConfigError(f"method {self.name!r}: {format_validation_error(error)}") from None
+
+    def scope(self, config: PruneConfig) -> str:
+        return config.scope or self.default_scope
+
+    @abstractmethod
+    def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
+        """Prune ``model`` (mutating it, or returning a new one in the outcome)."""
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(method: Method) -> Method:
+    METHODS.add(method.name, method)
+    return method
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line naming the first offending key and what was wrong with it."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "value"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {location!r}"
+    if first["type"] == "missing":
+        return f"missing required key {location!r}"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{location}: {message}" if "got" in message else f"{location}: {message} (got {first.get('input')!r})"
+
+
+class ScoreAndSelect(Method):
+    """One-shot unstructured pruning: score every prunable weight, select, install masks.
+
+    Existing masks are respected: removed entries stay removed (their score is ``-inf``), so calling
+    it again with a higher sparsity prunes further (the iterative protocols rely on this).
+    """
+
+    kind = "unstructured"
+    scorer: ClassVar[str]
+    normalize: ClassVar[str] = "none"
+
+    def scores(
+        self, model: nn.Module, names: Sequence[str], options: BaseModel, context: PruneContext
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Scores for ``names`` and the scorer's diagnostics (override for composite scores)."""
+        score_context = context.score_context()
+        scores = SCORERS.get(self.scorer).score(model, names, score_context)
+        return scores, score_context.info
+
+    def targets(self, model: nn.Module, config: PruneConfig, options: BaseModel) -> list[str]:
+        return prunable_names(model, exclude=config.exclude)
+
+    def sparsities(self, names: Sequence[str], config: PruneConfig, options: BaseModel) -> float | dict[str, float]:
+        """The target per tensor (one value by default; LAP's protocols give one per layer)."""
+        return config.sparsity
+
+    def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
+        names = self.targets(model, config, options)
+        masks = MaskStore.attached(model)
+        alive = {name: masks.get(name) for name in names if name in masks}
+        started = time.perf_counter()
+        scores, info = self.scores(model, names, options, context)
+        score_seconds = time.perf_counter() - started
+        chosen = select(
+            scores,
+            self.sparsities(names, config, options),
+            lookup_granularity(config.granularity),
+            scope=self.scope(config),
+            alive=alive,
+            min_keep=config.min_keep,
+            normalize=self.normalize,
+        )
+        masks.update_(chosen)
+        info = {**info, "layers": {name: list(masks.counts()[name]) for name in names}}
+        return PruneOutcome(model=model, masks=masks, info=info, score_seconds=score_seconds)

@@ -1,0 +1,276 @@
+"""Masks as parametrizations, owned by one `MaskStore`.
+
+A masked parameter ``layer.weight`` becomes ``layer.parametrizations.weight.original * mask`` through
+`torch.nn.utils.parametrize`. Masks are *hard*: when a mask is set, the masked entries of the original
+parameter and of every bound optimizer's state (momentum, Adam moments) are zeroed, and after every
+optimizer step they are zeroed again. Since the gradient that reaches ``original`` is ``grad * mask``,
+masked entries then stay exactly zero under SGD with momentum and weight decay, Adam and AdamW.
+
+Convention: mask value 1/True means **keep**.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from secateurs.errors import UsageError
+
+_PARAMETRIZED_SUFFIX = ".parametrizations.{}.original"
+
+
+class WeightMask(nn.Module):
+    """The parametrization: ``forward(w) = w * mask``; ``mask`` is a buffer of the weight's dtype."""
+
+    mask: torch.Tensor
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def canonical_name(name: str) -> str:
+    """Map ``a.parametrizations.weight.original`` to ``a.weight`` (other names unchanged)."""
+    marker = ".parametrizations."
+    if marker in name and name.endswith(".original"):
+        head, tail = name.split(marker, 1)
+        return f"{head}.{tail[: -len('.original')]}"
+    if name.startswith("parametrizations.") and name.endswith(".original"):
+        return name[len("parametrizations.") : -len(".original")]
+    return name
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict in the unmasked layout: ``a.weight`` keys, mask buffers dropped.
+
+    Because masked entries of ``original`` are kept at zero, these are the effective weights.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if not _is_mask_buffer(key):
+            state[canonical_name(key)] = value
+    return state
+
+
+def _split(name: str) -> tuple[str, str]:
+    module_name, _, tensor_name = name.rpartition(".")
+    return module_name, tensor_name
+
+
+class MaskStore:
+    """Every mask on one model, keyed by canonical parameter name (``features.0.weight``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._masks: dict[str, WeightMask] = {}
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self.frozen = False
+
+    # ----------------------------------------------------------------------------------- access
+    def names(self) -> list[str]:
+        return list(self._masks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._masks
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def get(self, name: str) -> torch.Tensor:
+        """The boolean keep-mask of parameter ``name``."""
+        if name not in self._masks:
+            raise UsageError(f"no mask on {name!r}; masked parameters: {', '.join(self._masks) or 'none'}")
+        return self._masks[name].mask.bool()
+
+    def items(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for name in self._masks:
+            yield name, self.get(name)
+
+    def module(self, name: str) -> nn.Module:
+        module_name, _ = _split(name)
+        return self.model.get_submodule(module_name)
+
+    def original(self, name: str) -> torch.Tensor:
+        """The raw parameter under the mask (the one optimizers update)."""
+        module_name, tensor_name = _split(name)
+        module = self.model.get_submodule(module_name)
+        if parametrize.is_parametrized(module, tensor_name):
+            return getattr(module.parametrizations, tensor_name).original
+        return getattr(module, tensor_name)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Boolean masks keyed by canonical parameter name (what masks.safetensors holds)."""
+        return {name: mask.clone() for name, mask in self.items()}
+
+    # ---------------------------------------------------------------------------------- mutation
+    def set_(self, name: str, mask: torch.Tensor) -> None:
+        """Install or replace the keep-mask of parameter ``name``; zeroes what it removes.
+
+        Mutates the model (registers a parametrization the first time), the parameter and the state
+        of every bound optimizer.
+        """
+        if self.frozen and name in self._masks and not torch.equal(self.get(name), mask.bool()):
+            raise UsageError(f"masks are frozen; refusing to change the mask of {name!r}")
+        module_name, tensor_name = _split(name)
+        try:
+            module = self.model.get_submodule(module_name)
+        except AttributeError:
+            raise UsageError(f"the model has no module {module_name!r} (for mask {name!r})") from None
+        current = getattr(module, tensor_name, None)
+        if not isinstance(current, torch.Tensor):
+            raise UsageError(f"module {module_name!r} has no tensor {tensor_name!r}")
+        if tuple(mask.shape) != tuple(current.shape):
+            raise UsageError(
+                f"mask for {name!r} has shape {tuple(mask.shape)}, the parameter has {tuple(current.shape)}"
+            )
+        value = mask.to(device=current.device, dtype=current.dtype)
+        if name in self._masks:
+            self._masks[name].mask.copy_(value)
+        else:
+            parametrization = WeightMask(value)
+            parametrize.register_parametrization(module, tensor_name, parametrization, unsafe=True)
+            self._masks[name] = parametrization
+        self._zero_masked(name)
+
+    def update_(self, masks: Mapping[str, torch.Tensor]) -> None:
+        for name, mask in masks.items():
+            self.set_(name, mask)
+
+    def load_state_dict(self, masks: Mapping[str, torch.Tensor]) -> None:
+        self.update_(masks)
+
+    def freeze(self) -> None:
+        """Refuse any later change of an existing mask (Campfire freezes masks after ``end``)."""
+        self.frozen = True
+
+    @torch.no_grad()
+    def _zero_masked(self, name: str) -> None:
+        mask = self._masks[name].mask
+        original = self.original(name)
+        original.mul_(mask)
+        for optimizer in self._optimizers:
+            state = optimizer.state.get(original)
+            if not state:
+                continue
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and value.shape == original.shape:
+                    value.mul_(mask)
+
+    @torch.no_grad()
+    def enforce_(self) -> None:
+        """Zero every masked entry of every masked parameter (called after each optimizer step)."""
+        for name, parametrization in self._masks.items():
+            self.original(name).mul_(parametrization.mask)
+
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Keep ``optimizer``'s updates and state under the masks (hard masks)."""
+        if any(optimizer is bound for bound in self._optimizers):
+            return
+        self._optimizers.append(optimizer)
+        self._hooks.append(optimizer.register_step_post_hook(lambda *_: self.enforce_()))
+        for name in self._masks:
+            self._zero_masked(name)
+
+    def unbind_optimizers(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        self._optimizers.clear()
+
+    def remove(self) -> None:
+        """Bake the masks into plain parameters (zeros stay) and drop every parametrization."""
+        self.unbind_optimizers()
+        for name in list(self._masks):
+            module_name, tensor_name = _split(name)
+            module = self.model.get_submodule(module_name)
+            parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
+        self._masks.clear()
+
+    # ------------------------------------------------------------------------------- statistics
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """``name → (kept, total)`` for every masked parameter."""
+        result = {}
+        for name, mask in self.items():
+            result[name] = (int(mask.sum()), mask.numel())
+        return result
+
+    def sparsity(self, names: Iterable[str] | None = None) -> float:
+        """Fraction of entries removed over ``names`` (all masked parameters by default)."""
+        counts = self.counts()
+        selected = list(names) if names is not None else list(counts)
+        kept = sum(counts[n][0] for n in selected)
+        total = sum(counts[n][1] for n in selected)
+        return 1.0 - kept / total if total else 0.0
+
+    @classmethod
+    def attached(cls, model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None) -> MaskStore:
+        """A store for ``model``, adopting masks that are already parametrizations on it."""
+        store = cls(model)
+        for module_name, module in model.named_modules():
+            if not parametrize.is_parametrized(module):
+                continue
+            for tensor_name, parametrizations in module.parametrizations.items():
+                for parametrization in parametrizations:
+                    if isinstance(parametrization, WeightMask):
+                        key = f"{module_name}.{tensor_name}" if module_name else tensor_name
+                        store._masks[key] = parametrization
+        if masks:
+            store.update_(masks)
+        return store
+
+
+def baked_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every mask multiplied in and the parametrizations removed.
+
+    This is the deployable form of a masked model (plain layers whose pruned weights are zero): what
+    latency is measured on and what is exported. ``model`` is not changed.
+    """
+    import copy
+
+    clone = copy.deepcopy(model)
+    MaskStore.attached(clone).remove()
+    return clone
+
+
+def load_plain_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: object = "weights") -> None:
+    """Load a plain-layout state dict (``a.weight`` keys) into ``model``, masked or not.
+
+    Strict: every key must exist with the same shape; a mismatch is a `RunDirError` naming the key,
+    the shape found and the shape expected. Mutates ``model``.
+    """
+    from secateurs.errors import RunDirError
+
+    own = model.state_dict()
+    by_canonical = {canonical_name(key): key for key in own if not _is_mask_buffer(key)}
+    missing = sorted(set(by_canonical) - set(state))
+    unexpected = sorted(set(state) - set(by_canonical))
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}")
+        if unexpected:
+            detail.append(f"unexpected {', '.join(unexpected[:4])}{' …' if len(unexpected) > 4 else ''}")
+        raise RunDirError(f"{source} does not match the model: {'; '.join(detail)}")
+    remapped = {}
+    for name, tensor in state.items():
+        key = by_canonical[name]
+        if tuple(own[key].shape) != tuple(tensor.shape):
+            raise RunDirError(
+                f"{source} does not match the model: {name} has shape {tuple(tensor.shape)}, "
+                f"the model expects {tuple(own[key].shape)}"
+            )
+        remapped[key] = tensor
+    with torch.no_grad():
+        for key, tensor in remapped.items():
+            own[key].copy_(tensor)
+
+
+def _is_mask_buffer(key: str) -> bool:
+    return (".parametrizations." in key or key.startswith("parametrizations.")) and not key.endswith(".original")

@@ -1,0 +1,310 @@
+"""The training loop: `Trainer` with callbacks, per-epoch validation and resumable checkpoints.
+
+Determinism: the shuffle, augmentation and dropout of epoch ``e`` depend only on ``(seed, e)``; the LR
+is a pure function of the step. A run checkpointed at the end of epoch ``e`` and resumed therefore ends
+with the same weights as an uninterrupted run (same thread count, same machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from secateurs.data.loader import BatchLoader, Normalization
+from secateurs.data.types import Splits, TensorData
+from secateurs.errors import TrainingDiverged
+from secateurs.metrics.accuracy import Evaluation, evaluate
+from secateurs.sparsity.masks import MaskStore
+from secateurs.train.checkpoint import load_checkpoint, save_checkpoint
+from secateurs.train.config import TrainConfig
+from secateurs.train.optim import build_optimizer, learning_rate, set_learning_rate
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Callback:
+    """Hooks into `Trainer.fit`; every method is optional. Stateful callbacks save their state."""
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Called once, after a resume has restored the trainer's state."""
+
+    def on_step_begin(self, trainer: Trainer) -> None:
+        """Called before the forward pass of optimizer step ``trainer.step``."""
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """Called after optimizer step ``trainer.step - 1`` (``trainer.step`` steps are done)."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """Called after validation at the end of each (possibly partial) epoch; may add to ``record``."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Called once when training stops for any reason."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    epochs: float
+    stop_reason: str
+    train_seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 7_919 + epoch * 104_729 + 1) % (2**63 - 1)
+
+
+class Trainer:
+    """Train ``model`` on ``splits.train`` with ``config``; validate on ``splits.val`` every epoch.
+
+    ``masks`` (optional) is bound to the optimizer so masked weights stay exactly zero. With a
+    ``checkpoint_dir`` the full state is saved atomically at every epoch end and `fit(resume=True)`
+    continues from the last one.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        splits: Splits,
+        config: TrainConfig,
+        *,
+        seed: int = 0,
+        masks: MaskStore | None = None,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: Path | None = None,
+        progress: bool = False,
+        loss_fn: LossFn | None = None,
+        shard: tuple[int, int] = (0, 1),
+        parallel: Callable[[nn.Module], nn.Module] | None = None,
+    ) -> None:
+        self.model = model
+        self.splits = splits
+        self.config = config
+        self.seed = seed
+        self.masks = masks
+        self.callbacks = list(callbacks)
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress
+        self.loss_fn: LossFn = loss_fn or (
+            lambda logits, y: nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        )
+        self.channels_last = config.channels_last if config.channels_last is not None else has_conv(model)
+        dataset = splits.dataset
+        self.normalization = Normalization(dataset.mean, dataset.std)
+        augment = dataset.augment if config.augment == "auto" else config.augment
+        train = _head(splits.train, config.train_subset)
+        self.train_loader = BatchLoader(
+            train,
+            config.batch_size,
+            self.normalization,
+            shuffle=True,
+            seed=seed,
+            augment=augment,
+            drop_last=len(train) >= config.batch_size,
+            channels_last=self.channels_last,
+            shard=shard,
+        )
+        self.steps_per_epoch = max(1, len(self.train_loader))
+        self.total_steps = round(config.epochs * self.steps_per_epoch)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.train_module = parallel(model) if parallel is not None else model
+        self.optimizer = build_optimizer(model.parameters(), config)
+        if masks is not None:
+            masks.bind_optimizer(self.optimizer)
+        self.step = 0
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.stop_reason: str | None = None
+        self.train_seconds = 0.0
+
+    # ---------------------------------------------------------------------------------- helpers
+    def loader(self, split: str) -> BatchLoader:
+        """An evaluation loader over ``val`` or ``test`` (respecting ``eval_subset``)."""
+        data = {"val": self.splits.val, "test": self.splits.test, "train": self.splits.train}[split]
+        return BatchLoader(
+            _head(data, self.config.eval_subset),
+            self.config.eval_batch_size,
+            self.normalization,
+            channels_last=self.channels_last,
+        )
+
+    def evaluate(self, split: str = "val") -> Evaluation:
+        return evaluate(self.model, self.loader(split))
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current step (callbacks call this)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    @property
+    def epochs_done(self) -> float:
+        return self.step / self.steps_per_epoch
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+        }
+
+    def _save(self) -> None:
+        if self.checkpoint_dir is not None:
+            save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.masks, self.state_dict())
+
+    def _restore(self) -> bool:
+        if self.checkpoint_dir is None:
+            return False
+        state = load_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.masks)
+        if state is None:
+            return False
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.train_seconds = float(state["train_seconds"])
+        for callback, saved in zip(self.callbacks, state.get("callbacks", []), strict=False):
+            callback.load_state_dict(saved)
+        log.info("resumed at epoch %d, step %d", self.epoch, self.step)
+        return True
+
+    # ------------------------------------------------------------------------------------- loop
+    def fit(self, resume: bool = False) -> TrainSummary:
+        """Train until ``config.epochs`` (fractional allowed) or until a callback stops the run.
+
+        Mutates the model's weights (and the masks' originals). Returns the per-epoch history.
+        """
+        if resume:
+            self._restore()
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+        progress = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not self.progress,
+            file=sys.stderr,
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
+        try:
+            while self.step < self.total_steps and self.stop_reason is None:
+                self._run_epoch(progress)
+        finally:
+            progress.close()
+        if self.stop_reason is None:
+            self.stop_reason = "budget"
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+        final = dict(self.history[-1]) if self.history else {}
+        return TrainSummary(
+            steps=self.step,
+            epochs=self.epochs_done,
+            stop_reason=self.stop_reason,
+            train_seconds=self.train_seconds,
+            history=self.history,
+            final=final,
+        )
+
+    def _run_epoch(self, progress: tqdm) -> None:
+        epoch = self.epoch
+        torch.manual_seed(epoch_seed(self.seed, epoch))
+        self.train_loader.set_epoch(epoch)
+        first_step = epoch * self.steps_per_epoch
+        skip = self.step - first_step  # > 0 only when resuming mid-epoch is ever supported
+        self.train_module.train()
+        loss_sum = torch.zeros(())
+        correct = torch.zeros((), dtype=torch.int64)
+        seen = 0
+        started = time.perf_counter()
+        for index, (x, y) in enumerate(self.train_loader):
+            if index < skip:
+                continue
+            if self.step >= self.total_steps or self.stop_reason is not None:
+                break
+            for callback in self.callbacks:
+                callback.on_step_begin(self)
+            set_learning_rate(self.optimizer, learning_rate(self.config, self.step, self.steps_per_epoch))
+            logits = self.train_module(x)
+            loss = self.loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss became {float(loss)} at epoch {epoch + 1}, step {self.step + 1}; "
+                    + (f"the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else "stopping")
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.numel()
+            progress.update(1)
+            for callback in self.callbacks:
+                callback.on_step_end(self)
+        self.train_seconds += time.perf_counter() - started
+        self._check_weights(epoch)
+        self.epoch += 1
+        validation = self.evaluate("val")
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "epochs": round(self.epochs_done, 6),
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_accuracy": int(correct) / max(seen, 1),
+            "val_loss": validation.loss,
+            "val_accuracy": validation.accuracy,
+            "seconds": time.perf_counter() - started,
+        }
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, record)
+        self.history.append(record)
+        progress.set_postfix(val=f"{validation.accuracy:.4f}")
+        log.info(
+            "epoch %d: train loss %.4f acc %.4f, val acc %.4f (%.1f s)",
+            self.epoch,
+            record["train_loss"],
+            record["train_accuracy"],
+            validation.accuracy,
+            record["seconds"],
+        )
+        self._save()
+
+    def _check_weights(self, epoch: int) -> None:
+        for name, parameter in self.model.named_parameters():
+            if not torch.isfinite(parameter).all():
+                raise TrainingDiverged(
+                    f"parameter {name} became NaN/Inf in epoch {epoch + 1} (step {self.step}); "
+                    + (f"the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else "stopping")
+                )
+
+
+def _head(data: TensorData, count: int | None) -> TensorData:
+    if count is None or count >= len(data):
+        return data
+    return data.subset(slice(0, count))

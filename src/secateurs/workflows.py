@@ -1,0 +1,361 @@
+"""Run-directory workflows shared by the CLI, recipes and the bench runner.
+
+`train_run` trains a registry model from scratch; `prune_run` prunes a finished run and fine-tunes
+it; `evaluate_run` re-measures a finished run. Each writes (or reads) one run directory as described
+in ARCHITECTURE.md and returns the content of its run.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs import methods as _methods  # noqa: F401  (registers the built-in methods)
+from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig
+from secateurs.data.loader import BatchLoader, Normalization
+from secateurs.data.registry import load_dataset
+from secateurs.data.types import Splits, TensorData, split_validation
+from secateurs.errors import RunDirError
+from secateurs.io.rundir import LoadedRun, load_run, writing_run
+from secateurs.methods.base import METHODS, PruneConfig, PruneContext, PruneOutcome
+from secateurs.metrics.accuracy import evaluate
+from secateurs.metrics.counts import SizeReport, size_report
+from secateurs.metrics.latency import measure_latency
+from secateurs.models import build_model
+from secateurs.sparsity.masks import baked_copy
+from secateurs.train.batchnorm import recalibrate_batchnorm_
+from secateurs.train.config import TrainConfig
+from secateurs.train.loop import Callback, Trainer, has_conv
+from secateurs.train.optim import initialize_
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a workflow writes its run directory."""
+
+    out: Path
+    overwrite: bool = False
+    resume: bool = False
+    progress: bool = False
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+
+def load_splits(data: DataConfig) -> Splits:
+    """Load ``data`` and carve the fixed validation split."""
+    return split_validation(load_dataset(data.name, data.dir))
+
+
+def eval_loader(
+    data: TensorData, normalization: Normalization, model: nn.Module, batch_size: int = 1000
+) -> BatchLoader:
+    return BatchLoader(data, batch_size, normalization, channels_last=has_conv(model))
+
+
+def calibration_batches(
+    splits: Splits, normalization: Normalization, calibration: CalibrationConfig, model: nn.Module
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``calibration.size`` training images, normalised, un-augmented, in fixed batches."""
+    subset = splits.train.subset(slice(0, calibration.size))
+    return list(BatchLoader(subset, calibration.batch_size, normalization, channels_last=has_conv(model)))
+
+
+def accuracy_metrics(
+    model: nn.Module, splits: Splits, normalization: Normalization, subset: int | None = None
+) -> dict[str, float]:
+    """Validation and test accuracy/loss (the test set is read only here, for the final report)."""
+    metrics: dict[str, float] = {}
+    for split, data in (("val", splits.val), ("test", splits.test)):
+        if subset is not None:
+            data = data.subset(slice(0, subset))
+        result = evaluate(model, eval_loader(data, normalization, model))
+        metrics[f"{split}_accuracy"] = result.accuracy
+        metrics[f"{split}_loss"] = result.loss
+    return metrics
+
+
+def measure_model(
+    model: nn.Module,
+    splits: Splits,
+    normalization: Normalization,
+    *,
+    dense: SizeReport,
+    measure: MeasureConfig,
+    eval_subset: int | None = None,
+) -> dict[str, Any]:
+    """Everything run.json reports about a model: accuracies, sizes, sparsities and latency."""
+    input_shape = splits.dataset.input_shape
+    metrics: dict[str, Any] = accuracy_metrics(model, splits, normalization, eval_subset)
+    metrics.update(size_report(model, input_shape, dense_reference=dense).to_dict())
+    if measure.latency:
+        timing = measure_latency(
+            baked_copy(model), input_shape, batch_sizes=measure.latency_batches, repeats=measure.latency_repeats
+        )
+        metrics["latency_ms"] = {
+            key: (value["median_ms"] if isinstance(value, dict) else value) for key, value in timing.items()
+        }
+        metrics["latency_p90_ms"] = {key: value["p90_ms"] for key, value in timing.items() if isinstance(value, dict)}
+    return metrics
+
+
+def model_spec(name: str, splits: Splits) -> dict[str, Any]:
+    return {"name": name, "input_shape": list(splits.dataset.input_shape), "num_classes": splits.dataset.num_classes}
+
+
+def preprocessing(splits: Splits) -> dict[str, Any]:
+    dataset = splits.dataset
+    return {
+        "dataset": dataset.name,
+        "input_shape": list(dataset.input_shape),
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+        "scale": "x / 255, then (x - mean) / std per channel",
+    }
+
+
+def build_initialized(name: str, splits: Splits, init: str, seed: int) -> nn.Module:
+    """The registry model for ``splits``' shapes, initialised deterministically from ``seed``."""
+    torch.manual_seed(seed)
+    model = build_model(name, splits.dataset.input_shape, splits.dataset.num_classes)
+    initialize_(model, init, torch.Generator().manual_seed(seed))
+    return model
+
+
+def train_run(
+    model_name: str,
+    data: DataConfig,
+    train: TrainConfig,
+    *,
+    seed: int,
+    options: RunOptions,
+    splits: Splits | None = None,
+    callbacks: Sequence[Callback] = (),
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model_name`` from scratch into the run directory ``options.out``."""
+    splits = splits or load_splits(data)
+    started = time.perf_counter()
+    with writing_run(options.out, overwrite=options.overwrite, resume=options.resume) as stage:
+        model = build_initialized(model_name, splits, train.init, seed)
+        dense = size_report(model, splits.dataset.input_shape)
+        trainer = Trainer(
+            model,
+            splits,
+            train,
+            seed=seed,
+            callbacks=callbacks,
+            checkpoint_dir=stage.checkpoint_dir,
+            progress=options.progress,
+        )
+        summary = trainer.fit(resume=stage.resumed)
+        masks = getattr(trainer, "masks", None)
+        metrics = measure_model(
+            model, splits, trainer.normalization, dense=dense, measure=options.measure, eval_subset=train.eval_subset
+        )
+        stage.save_model(model)
+        stage.save_masks(masks)
+        info = {
+            "kind": "train",
+            "parent": None,
+            "seed": seed,
+            "config": {"data": data.model_dump(), "model": model_name, "train": train.model_dump()},
+            "model": model_spec(model_name, splits),
+            "preprocessing": preprocessing(splits),
+            "metrics": metrics,
+            "history": summary.history,
+            "stop_reason": summary.stop_reason,
+            "timings": {"wall_s": time.perf_counter() - started, "train_s": summary.train_seconds},
+            **(extra or {}),
+        }
+        return stage.commit(info)
+
+
+def _data_of(parent: LoadedRun, data_dir: str | None) -> DataConfig:
+    recorded = parent.info.get("config", {}).get("data")
+    if not isinstance(recorded, dict) or "name" not in recorded:
+        raise RunDirError(f"{parent.path}: run.json does not record its dataset (config.data)")
+    return DataConfig(name=recorded["name"], dir=data_dir if data_dir is not None else recorded.get("dir"))
+
+
+@dataclass
+class PrunedModel:
+    """A pruned (and fine-tuned) model with everything measured about it."""
+
+    model: nn.Module
+    outcome: PruneOutcome
+    before_finetune: dict[str, float]
+    metrics: dict[str, Any]
+    finetune_history: list[dict[str, Any]]
+    finetune_seconds: float
+    train_epochs: float
+
+
+def reference_size(model_name: str, splits: Splits) -> SizeReport:
+    """Size of the unpruned registry model: the reference every sparsity is measured against."""
+    shape = splits.dataset.input_shape
+    return size_report(build_model(model_name, shape, splits.dataset.num_classes), shape)
+
+
+def prune_and_finetune(
+    model: nn.Module,
+    model_name: str,
+    splits: Splits,
+    prune: PruneConfig,
+    finetune: TrainConfig | None,
+    *,
+    seed: int,
+    calibration: CalibrationConfig,
+    measure: MeasureConfig,
+    progress: bool = False,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+) -> PrunedModel:
+    """Prune ``model`` (mutated; a structured method may return a new module), fine-tune, measure.
+
+    Methods that train while they prune (iterative, gradual) receive ``finetune`` as their training
+    budget instead of a separate fine-tuning phase.
+    """
+    method = METHODS.get(prune.method)
+    method_options = method.parse_options(prune.options)
+    normalization = Normalization(splits.dataset.mean, splits.dataset.std)
+    eval_subset = finetune.eval_subset if finetune is not None else None
+    batches = calibration_batches(splits, normalization, calibration, model)
+    context = PruneContext(
+        example_inputs=batches[0][0][:2].contiguous(),
+        generator=torch.Generator().manual_seed(seed),
+        batches=batches,
+        splits=splits,
+        train_config=finetune if method.trains else None,
+        seed=seed,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir / "method" if checkpoint_dir is not None else None,
+    )
+    outcome = method.apply(model, prune, method_options, context)
+    model = outcome.model
+    if measure.bn_recalibrate:
+        train_batches = BatchLoader(splits.train, 256, normalization, channels_last=has_conv(model))
+        recalibrate_batchnorm_(model, _take(train_batches, measure.bn_batches))
+    before = accuracy_metrics(model, splits, normalization, eval_subset)
+    history: list[dict[str, Any]] = []
+    seconds = 0.0
+    if finetune is not None and not method.trains and finetune.epochs > 0:
+        trainer = Trainer(
+            model,
+            splits,
+            finetune,
+            seed=seed,
+            masks=outcome.masks,
+            checkpoint_dir=checkpoint_dir / "finetune" if checkpoint_dir is not None else None,
+            progress=progress,
+        )
+        summary = trainer.fit(resume=resume)
+        history, seconds = summary.history, summary.train_seconds
+    metrics = measure_model(
+        model, splits, normalization, dense=reference_size(model_name, splits), measure=measure, eval_subset=eval_subset
+    )
+    extra_epochs = finetune.epochs if finetune is not None and not method.trains else 0.0
+    return PrunedModel(
+        model=model,
+        outcome=outcome,
+        before_finetune=before,
+        metrics=metrics,
+        finetune_history=history,
+        finetune_seconds=seconds,
+        train_epochs=outcome.train_epochs + extra_epochs,
+    )
+
+
+def prune_run(
+    source: Path,
+    prune: PruneConfig,
+    finetune: TrainConfig | None,
+    *,
+    seed: int,
+    options: RunOptions,
+    calibration: CalibrationConfig | None = None,
+    data_dir: str | None = None,
+    splits: Splits | None = None,
+) -> dict[str, Any]:
+    """Prune the finished run ``source``, fine-tune, measure, and write the run directory ``options.out``."""
+    calibration = calibration or CalibrationConfig()
+    started = time.perf_counter()
+    METHODS.get(prune.method).parse_options(prune.options)  # fail on bad options before any work
+    parent = load_run(Path(source))
+    data = _data_of(parent, data_dir)
+    splits = splits or load_splits(data)
+    spec = parent.info["model"]
+    if tuple(spec["input_shape"]) != splits.dataset.input_shape:
+        raise RunDirError(
+            f"{source} was trained on inputs {tuple(spec['input_shape'])}, the data has {splits.dataset.input_shape}"
+        )
+    with writing_run(options.out, overwrite=options.overwrite, resume=options.resume) as stage:
+        result = prune_and_finetune(
+            parent.model,
+            spec["name"],
+            splits,
+            prune,
+            finetune,
+            seed=seed,
+            calibration=calibration,
+            measure=options.measure,
+            progress=options.progress,
+            checkpoint_dir=stage.checkpoint_dir,
+            resume=stage.resumed,
+        )
+        stage.save_model(result.model)
+        stage.save_masks(result.outcome.masks)
+        stage.save_plan(result.outcome.plan)
+        info = {
+            "kind": "prune",
+            "parent": str(Path(source)),
+            "seed": seed,
+            "config": {
+                "data": data.model_dump(),
+                "model": spec["name"],
+                "method": prune.model_dump(),
+                "finetune": finetune.model_dump() if finetune is not None else None,
+                "calibration": calibration.model_dump(),
+                "measure": options.measure.model_dump(),
+            },
+            "model": dict(spec),
+            "preprocessing": parent.info["preprocessing"],
+            "dense": {k: parent.info["metrics"].get(k) for k in ("val_accuracy", "test_accuracy", "params", "macs")},
+            "metrics": result.metrics,
+            "metrics_before_finetune": result.before_finetune,
+            "method_info": result.outcome.info,
+            "history": {"method": result.outcome.history, "finetune": result.finetune_history},
+            "train_epochs": result.train_epochs,
+            "timings": {
+                "wall_s": time.perf_counter() - started,
+                "score_s": result.outcome.score_seconds,
+                "finetune_s": result.finetune_seconds,
+            },
+        }
+        return stage.commit(info)
+
+
+def _take(batches: BatchLoader, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    taken: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for batch in batches:
+        if len(taken) == count:
+            break
+        taken.append(batch)
+    return taken
+
+
+def evaluate_run(path: Path, *, data_dir: str | None = None, latency: bool = False) -> dict[str, Any]:
+    """Reload a finished run and re-measure it on its own preprocessing; nothing is written."""
+    run = load_run(Path(path))
+    data = _data_of(run, data_dir)
+    splits = load_splits(data)
+    normalization = Normalization(tuple(run.info["preprocessing"]["mean"]), tuple(run.info["preprocessing"]["std"]))
+    reference = reference_size(run.info["model"]["name"], splits)
+    return measure_model(run.model, splits, normalization, dense=reference, measure=MeasureConfig(latency=latency))
