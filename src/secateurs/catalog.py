@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from secateurs.errors import UsageError
 
-CATALOGS = ("methods", "models", "datasets", "scorers", "granularities")
+CATALOGS = ("methods", "models", "datasets", "scorers", "granularities", "formats")
 
 
 def catalog(what: str) -> list[tuple[str, str]]:
@@ -29,4 +29,8 @@ def catalog(what: str) -> list[tuple[str, str]]:
         from secateurs.sparsity.granularity import GRANULARITIES
 
         return [(name, (type(g).__doc__ or "").strip().splitlines()[0]) for name, g in GRANULARITIES.items()]
+    if what == "formats":
+        from secateurs.io.export import load_exporters
+
+        return [(name, e.description) for name, e in load_exporters().items()]
     raise UsageError(f"cannot list {what!r}; accepted: {', '.join(CATALOGS)}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 ORDER = 90
-CATALOGS = ("methods", "models", "datasets", "scorers", "granularities")
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -18,5 +17,5 @@ def handle(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("list", help="list registered methods, models, datasets, scorers, granularities")
-    parser.add_argument("what", choices=CATALOGS)
+    parser.add_argument("what", choices=("methods", "models", "datasets", "scorers", "granularities", "formats"))
     parser.set_defaults(handler=handle)
