@@ -39,13 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def _attach_logging(args: argparse.Namespace) -> logging.Handler:
+    """Show the library's log lines on stderr (INFO by default); returns the handler to detach."""
     logger = logging.getLogger("secateurs")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    return handler
 
 
 def _stable_allocator() -> None:
@@ -70,17 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stable_allocator()
     parser = build_parser()
     args: argparse.Namespace | None = None
+    log_handler: logging.Handler | None = None
     try:
         args = parser.parse_args(argv)
-        _configure_logging(args)
+        log_handler = _attach_logging(args)
         if args.threads is not None:
-            import torch
-
             if args.threads < 1:
                 raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
+            import torch
+
             torch.set_num_threads(args.threads)
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
+        command: Callable[[argparse.Namespace], int] = args.handler
+        return command(args)
     except UsageError as error:
         print(f"secateurs: error: {error}", file=sys.stderr)
         return 2
@@ -98,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if log_handler is not None:
+            logging.getLogger("secateurs").removeHandler(log_handler)
 
 
 if __name__ == "__main__":
