@@ -261,7 +261,12 @@ def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -
         model = replay_plan(model, plan, torch.zeros(1, *spec["input_shape"]))
     masks = None
     if (path / MASKS_FILE).is_file():
-        masks = MaskStore.attached(model, load_tensors(path / MASKS_FILE, "masks file"))
+        try:
+            masks = MaskStore.attached(model, load_tensors(path / MASKS_FILE, "masks file"))
+        except RunDirError:
+            raise
+        except UsageError as error:
+            raise RunDirError(f"{path / MASKS_FILE} does not match the model: {error}") from None
     load_plain_state_dict(model, load_tensors(path / MODEL_FILE, "weights file"), f"{path / MODEL_FILE}")
     if masks is not None:
         masks.enforce_()

@@ -145,12 +145,14 @@ def register_method(method: Method) -> Method:
 def format_validation_error(error: ValidationError) -> str:
     """One line naming the first offending key and what was wrong with it."""
     first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "value"
+    location = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"unknown key {location!r}"
     if first["type"] == "missing":
         return f"missing required key {location!r}"
     message = str(first["msg"]).removeprefix("Value error, ")
+    if not location:  # a check across several keys: the message names them; the input is the whole file
+        return message
     return f"{location}: {message}" if "got" in message else f"{location}: {message} (got {first.get('input')!r})"
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import torch
 
 from secateurs.errors import UsageError
-from secateurs.sparsity.granularity import Granularity
+from secateurs.sparsity.granularity import Granularity, alive_units, top_units
 
 SCOPES = ("layerwise", "global")
 NORMALIZATIONS = ("none", "l2")
@@ -78,8 +78,9 @@ def select_global(
     """One ranking over the units of all tensors; keep the best until ``1 - s`` of all entries are kept.
 
     Units are taken in descending score order while the running count of entries stays within the
-    budget ``round((1 - s) · total)`` (exact for element granularity). Each tensor then keeps at least
-    ``min_keep`` units, so the realised sparsity can be slightly lower than requested.
+    budget ``round((1 - s) · total)`` (exact for element granularity); ties go to the tensor listed
+    first, then to the lower flat index. Each tensor then keeps at least ``min_keep`` of its alive units,
+    so the realised sparsity can be slightly lower than requested.
     """
     target = check_sparsity(sparsity)
     if not granularity.supports_global:
@@ -109,9 +110,9 @@ def select_global(
     for name, units in zip(names, unit_scores, strict=True):
         unit_keep = keep[offset : offset + units.numel()].clone()
         offset += units.numel()
-        minimum = min(units.numel(), max(min_keep, 0))
+        minimum = min(alive_units(units), max(min_keep, 0))
         if int(unit_keep.sum()) < minimum:
-            unit_keep[torch.topk(units, minimum).indices] = True
+            unit_keep |= top_units(units, minimum).reshape(-1)
         shaped = unit_keep.view(granularity.unit_scores(scores[name]).shape)
         masks[name] = granularity.expand(shaped, scores[name].shape)
     return masks

@@ -6,7 +6,9 @@ the kept ones back; *balanced* granularities (window, N:M, registered by other m
 number of elements in every fixed-size group and override `select`.
 
 Rounding rule for every granularity: a layer keeps ``max(min_keep, round((1 - s) · units))`` units,
-so the realised sparsity is the nearest reachable one; callers report the realised figure.
+so the realised sparsity is the nearest reachable one; callers report the realised figure. Units whose
+score is ``-inf`` (already removed) are never kept, even when fewer than that are left. Ties go to the
+unit that comes first in flattened order.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ def keep_count(units: int, sparsity: float, min_keep: int = 1) -> int:
 
 
 def top_units(unit_scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """Boolean mask over ``unit_scores`` (flattened order) keeping the ``keep`` largest."""
+    """Boolean mask over ``unit_scores`` keeping the ``keep`` largest; ties go to the lower flat index."""
     flat = unit_scores.reshape(-1)
     mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     if keep > 0:
-        mask[torch.topk(flat, keep, sorted=False).indices] = True
+        mask[torch.argsort(flat, descending=True, stable=True)[:keep]] = True
     return mask.view(unit_scores.shape)
+
+
+def alive_units(unit_scores: torch.Tensor) -> int:
+    """How many units are still alive (score above ``-inf``)."""
+    return int((unit_scores > float("-inf")).sum())
 
 
 class Granularity(ABC):
@@ -58,7 +65,7 @@ class Granularity(ABC):
     def select(self, scores: torch.Tensor, sparsity: float, min_keep: int = 1) -> torch.Tensor:
         """Layer-wise keep-mask removing ``sparsity`` of this tensor's units (highest scores kept)."""
         units = self.unit_scores(scores)
-        keep = keep_count(units.numel(), sparsity, min_keep)
+        keep = min(keep_count(units.numel(), sparsity, min_keep), alive_units(units))
         return self.expand(top_units(units, keep), scores.shape)
 
 

@@ -235,6 +235,13 @@ def baked_copy(model: nn.Module) -> nn.Module:
     import copy
 
     clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if parametrize.is_parametrized(module):
+            # A deep copy shares the class `parametrize` injected into the original, and removing a
+            # parametrization deletes the property from that class: give the copy a class of its own.
+            injected = type(module)
+            members = {k: v for k, v in vars(injected).items() if k not in ("__dict__", "__weakref__")}
+            module.__class__ = type(injected.__name__, injected.__bases__, members)
     MaskStore.attached(clone).remove()
     return clone
 

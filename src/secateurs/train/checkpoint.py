@@ -2,8 +2,13 @@
 
 Layout of ``DIR/latest/``: ``model.safetensors`` (plain layout), ``masks.safetensors`` (if masked),
 ``optimizer.safetensors`` (per-parameter state tensors), ``state.json`` (trainer and callback state,
-optimizer hyper-parameters and scalar state). A checkpoint directory is replaced as a whole, so a kill
-at any moment leaves the previous complete checkpoint.
+optimizer hyper-parameters and scalar state, and the canonical name of every optimizer parameter). A
+checkpoint directory is replaced as a whole, so a kill at any moment leaves the previous complete
+checkpoint.
+
+Optimizer state is matched to parameters by name, not by position: a model whose masks were installed
+after its optimizer was built lists its parameters in another order (``parametrize`` moves ``weight``
+behind ``bias``), and a resume must not hand a bias's momentum to a weight.
 """
 
 from __future__ import annotations
@@ -23,12 +28,21 @@ from secateurs.io.files import (
     save_tensors,
     staging_dir,
 )
-from secateurs.sparsity.masks import MaskStore, load_plain_state_dict, plain_state_dict
+from secateurs.sparsity.masks import MaskStore, canonical_name, load_plain_state_dict, plain_state_dict
 
 LATEST = "latest"
 
 
-def _optimizer_payload(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Canonical names of the optimizer's parameters, in its state-dict order (``#i`` if not in ``model``)."""
+    names = {id(parameter): canonical_name(name) for name, parameter in model.named_parameters()}
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    return [names.get(id(parameter), f"#{index}") for index, parameter in enumerate(parameters)]
+
+
+def _optimizer_payload(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -38,17 +52,34 @@ def _optimizer_payload(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
                 tensors[f"{index}.{key}"] = value
             else:
                 scalars.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    meta = {"param_groups": state["param_groups"], "scalars": scalars, "parameters": _parameter_names(model, optimizer)}
+    return tensors, meta
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def _optimizer_state(
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], current: list[str], source: Path
+) -> dict[str, Any]:
+    """The saved optimizer state re-indexed to the current optimizer's parameter order ``current``."""
+    saved: list[str] = meta.get("parameters", current)
+    if sorted(saved) != sorted(current) or len(set(current)) != len(current):
+        differing = sorted(set(saved) ^ set(current))[:4]
+        raise RunDirError(
+            f"checkpoint optimizer state in {source} does not match the model: its parameters "
+            f"{', '.join(differing) or '(repeated names)'} are not those of the optimizer"
+        )
+    position = {name: index for index, name in enumerate(current)}
+    remap = {index: position[name] for index, name in enumerate(saved)}
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         index, _, name = key.partition(".")
-        state.setdefault(int(index), {})[name] = value
+        state.setdefault(remap[int(index)], {})[name] = value
     for index, entries in meta["scalars"].items():
-        state.setdefault(int(index), {}).update(entries)
-    return {"state": state, "param_groups": meta["param_groups"]}
+        state.setdefault(remap[int(index)], {}).update(entries)
+    groups, start = [], 0
+    for group in meta["param_groups"]:  # positions in the current order; group sizes must agree
+        groups.append({**group, "params": list(range(start, start + len(group["params"])))})
+        start += len(group["params"])
+    return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(
@@ -64,7 +95,7 @@ def save_checkpoint(
         save_tensors(staging / "model.safetensors", plain_state_dict(model))
         if masks is not None and len(masks):
             save_tensors(staging / "masks.safetensors", masks.state_dict())
-        tensors, meta = _optimizer_payload(optimizer)
+        tensors, meta = _optimizer_payload(model, optimizer)
         save_tensors(staging / "optimizer.safetensors", tensors)
         atomic_write_json(staging / "state.json", {"trainer": trainer_state, "optimizer": meta})
         replace_dir(staging, target)
@@ -88,9 +119,9 @@ def load_checkpoint(
         masks.load_state_dict(load_tensors(source / "masks.safetensors", "checkpoint masks"))
     load_plain_state_dict(model, load_tensors(source / "model.safetensors", "checkpoint weights"), source)
     try:
-        optimizer.load_state_dict(
-            _optimizer_state(load_tensors(source / "optimizer.safetensors", "optimizer state"), state["optimizer"])
-        )
+        tensors = load_tensors(source / "optimizer.safetensors", "optimizer state")
+        current = _parameter_names(model, optimizer)
+        optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"], current, source))
     except (KeyError, ValueError) as error:
         raise RunDirError(f"checkpoint optimizer state in {source} does not match the model: {error}") from None
     return dict(state["trainer"])

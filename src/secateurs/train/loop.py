@@ -253,7 +253,7 @@ class Trainer:
             loss = self.loss_fn(logits, y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"the loss became {float(loss)} at epoch {epoch + 1}, step {self.step + 1}; "
+                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {self.step + 1}; "
                     + (f"the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else "stopping")
                 )
             self.optimizer.zero_grad(set_to_none=True)
