@@ -20,8 +20,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neu
        margin: 0 auto; max-width: 1180px; padding: 1.5em; color: #1d2329; background: #fff; line-height: 1.45; }
 h1 { font-size: 1.6em; margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #d8dee4; padding-bottom: 0.2em; }
 .subtitle { color: #57606a; margin-top: 0; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.88em; }
-th, td { border: 1px solid #d0d7de; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.82em; }
+th, td { border: 1px solid #d0d7de; padding: 0.2em 0.45em; text-align: right; white-space: nowrap; }
 th { background: #f3f5f7; } td:nth-child(-n+2), th:nth-child(-n+2) { text-align: left; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 table.facts td:first-child { text-align: left; color: #57606a; } table.facts td { text-align: left; }

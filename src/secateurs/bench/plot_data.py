@@ -226,13 +226,14 @@ class ChannelRanking:
     bands: list[str]
     keep_above: float | None
     implant_above: float | None
+    layer_order: tuple[str, ...] = ()
+    """The layers as recorded (model order)."""
 
     def band_counts(self) -> dict[str, dict[str, int]]:
-        """``{layer: {band: count}}`` in first-seen layer order."""
-        counts: dict[str, dict[str, int]] = {}
+        """``{layer: {band: count}}`` in recorded layer order."""
+        counts: dict[str, dict[str, int]] = {layer: dict.fromkeys(BANDS, 0) for layer in self.layer_order}
         for layer, band in zip(self.layers, self.bands, strict=True):
-            per_layer = counts.setdefault(layer, dict.fromkeys(BANDS, 0))
-            per_layer[band] += 1
+            counts.setdefault(layer, dict.fromkeys(BANDS, 0))[band] += 1
         return counts
 
 
@@ -278,6 +279,7 @@ def channel_ranking(row: dict[str, Any]) -> ChannelRanking | None:
             entries.append((float(value), str(layer), band))
     if not entries:
         return None
+    entries_in_order = list(entries)
     entries.sort(key=lambda entry: entry[0])
     return ChannelRanking(
         scores=[e[0] for e in entries],
@@ -285,4 +287,5 @@ def channel_ranking(row: dict[str, Any]) -> ChannelRanking | None:
         bands=[e[2] for e in entries],
         keep_above=keep_above,
         implant_above=implant_above,
+        layer_order=tuple(dict.fromkeys(entry[1] for entry in entries_in_order)),
     )

@@ -120,6 +120,8 @@ def locate(source: Path) -> tuple[Path, Path, Path]:
 def load_source(source: Path) -> Source:
     """Read the rows (up to the last complete one) and the side files; `RunDirError` if there is no row."""
     results, suite_path, environment_path = locate(source)
+    if not results.read_bytes().rpartition(b"\n")[0].strip():
+        raise RunDirError(f"{results} holds no complete result row; run (or finish) the suite first")
     notes = []
     torn = torn_tail(results)
     if torn:  # ResultsFile.read logs the warning; the page repeats it
