@@ -209,6 +209,10 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
     garbage.mkdir()
     (garbage / "results.jsonl").write_text("not json\n")
     assert_clean_error(*run_cli(capsys, "report", str(garbage))[::2], "line 1 is not valid JSON")
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    (incomplete / "results.jsonl").write_text(json.dumps({"key": "a", "model": "mlp", "sparsity": 0.5}) + "\n")
+    assert_clean_error(*run_cli(capsys, "report", str(incomplete))[::2], "row 1 ('a') lacks label")
     results = write_bench_dir(tmp_path / "bench", small_rows()) / "results.jsonl"
     assert_clean_error(*run_cli(capsys, "report", str(results))[::2], "pass --out")
     assert_clean_error(*run_cli(capsys, "report", str(results.parent), "--run", "nope")[::2], "--run 'nope'")

@@ -16,6 +16,7 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from secateurs.bench import plot_data
 from secateurs.bench.plot_data import DENSE, Point
@@ -142,6 +143,7 @@ def accuracy_vs_sparsity(rows: Sequence[dict[str, Any]], style: PlotStyle, log_r
         if log:
             ax.set_xscale("log")
             ax.invert_xaxis()
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.set_xlabel("prunable weights left (%, log scale)", fontsize=style.font_size)
         else:
             ax.set_xlabel("prunable weights removed (%)", fontsize=style.font_size)

@@ -40,6 +40,7 @@ from secateurs.io.rundir import versions
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+REQUIRED_KEYS = ("key", "model", "label", "sparsity")
 SUITE_FILE = "suite.json"
 PLOT_NAMES = (
     "accuracy-vs-sparsity",
@@ -130,6 +131,13 @@ def load_source(source: Path) -> Source:
             "re-run the bench command to finish the grid."
         )
     rows = ResultsFile(results).read()
+    for number, row in enumerate(rows, start=1):
+        missing = [key for key in REQUIRED_KEYS if key not in row]
+        if missing or isinstance(row.get("sparsity"), bool) or not isinstance(row.get("sparsity"), int | float):
+            what = f"lacks {', '.join(missing)}" if missing else f"has a non-numeric sparsity {row.get('sparsity')!r}"
+            raise RunDirError(
+                f"{results}: row {number} ({row.get('key')!r}) {what}; rows need {', '.join(REQUIRED_KEYS)}"
+            )
     if not rows:
         raise RunDirError(f"{results} holds no complete result row; run (or finish) the suite first")
     suite = _side_file(suite_path, "suite configuration")
