@@ -85,6 +85,8 @@ class Task:
     number: int
     kind: str
     payload: Any
+    label: str
+    """What error messages call it: the cell key, or the dense model and seed."""
 
 
 @lru_cache(maxsize=1)
@@ -175,9 +177,9 @@ class Pool:
         for worker in self.workers:
             worker.start()
 
-    def submit(self, kind: str, payload: Any) -> None:
+    def submit(self, kind: str, payload: Any, label: str) -> None:
         self._numbers += 1
-        task = Task(self._numbers, kind, payload)
+        task = Task(self._numbers, kind, payload, label)
         self.pending[task.number] = task
         self.tasks.put(task)
 
@@ -197,7 +199,7 @@ class Pool:
             task = self.pending.pop(number)
             if status == "ok":
                 return task, value
-            what = f"{task.kind} task {describe(task)}"
+            what = task.label
             log.debug("%s failed in a worker:\n%s", what, value["traceback"])
             if value["usage"]:
                 raise UsageError(f"{what}: {value['message']}")
@@ -218,13 +220,6 @@ class Pool:
                 worker.join(timeout=10)
         self.tasks.close()
         self.results.close()
-
-
-def describe(task: Task) -> str:
-    if task.kind == "cell":
-        return str(task.payload.key)
-    model_index, seed = task.payload
-    return f"dense model #{model_index} seed {seed}"
 
 
 def run_parallel(
@@ -260,14 +255,14 @@ def run_parallel(
             append(dense_row(suite, model, seed, path))
             for cell in todo:
                 if cell.model == model and cell.seed == seed:
-                    pool.submit("cell", cell)
+                    pool.submit("cell", cell, f"cell {cell.key}")
 
         for index, seed in pairs:
             path = dense_dir(out, suite.models[index], seed)
             if is_run_dir(path):
                 dense_ready(index, seed, path)
             else:
-                pool.submit("dense", (index, seed))
+                pool.submit("dense", (index, seed), f"dense {suite.models[index].name} (seed {seed})")
         bar.set_description(f"{options.jobs} jobs")
         while pool.pending:
             task, value = pool.next_result()
