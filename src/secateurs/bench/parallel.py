@@ -239,6 +239,11 @@ def run_parallel(
     dense row (unless present). ``done`` (the keys already in the file) is updated as rows are appended.
     """
     pairs = [(index, seed) for seed in suite.seeds for index in range(len(suite.models))]
+    if suite.measure.latency and todo:
+        log.warning(
+            "latency is measured while up to %d cells run at once; use --jobs 1 for timings you will publish",
+            options.jobs,
+        )
     bar = tqdm(total=total, initial=total - len(todo), disable=not progress, file=sys.stderr, unit="cell")
     pool = Pool(suite, out, options)
     graceful = False
