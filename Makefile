@@ -9,7 +9,7 @@ export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 JOBS ?= 2
 
-.PHONY: setup data test test-fast lint typecheck demo bench-smoke clean
+.PHONY: setup data test test-fast lint typecheck demo bench-smoke report clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ demo: setup
 
 bench-smoke: setup
 	$(BIN)/secateurs bench suites/smoke.yaml --out runs/smoke
+
+# README plots: docs/img/NAME-PLOT.png (committed) and runs/reports/NAME/report.html from results/*.jsonl.
+report: $(BIN)/.installed
+	$(BIN)/python scripts/report_images.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

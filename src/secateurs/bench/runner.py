@@ -11,10 +11,11 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from secateurs.bench.machine import record_environment
 from secateurs.bench.results import ResultsFile
 from secateurs.bench.suite import Cell, ModelEntry, Suite, cells, load_suite
 from secateurs.bench.table import aggregate, markdown
@@ -23,6 +24,9 @@ from secateurs.io.files import atomic_write_json
 from secateurs.io.rundir import is_run_dir, load_run, read_run, run_lock, writing_run
 from secateurs.recipes import safe_child
 from secateurs.workflows import RunOptions, load_splits, prune_and_finetune, train_run
+
+if TYPE_CHECKING:
+    from secateurs.bench.parallel import ParallelOptions
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +128,33 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     return row
 
 
-def run_suite(path: Path, out: Path, *, overrides: list[str] | None = None, progress: bool = False) -> str:
-    """Run (or finish) the suite at ``path`` into ``out``; returns the Markdown summary table."""
+def run_suite(
+    path: Path,
+    out: Path,
+    *,
+    overrides: list[str] | None = None,
+    progress: bool = False,
+    parallel: ParallelOptions | None = None,
+) -> str:
+    """Run (or finish) the suite at ``path`` into ``out``; returns the Markdown summary table.
+
+    ``parallel`` with ``jobs > 1`` runs the cells in worker processes (`secateurs.bench.parallel`).
+    """
     suite = load_suite(path, overrides or [])
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         atomic_write_json(out / "suite.json", suite.model_dump(by_alias=True))
+        record_environment(out, parallel)
         results = ResultsFile(out / "results.jsonl")
         done = {str(row["key"]) for row in results.read(repair=True)}
         grid = list(cells(suite))
         todo = [cell for cell in grid if cell.key not in done]
         log.info("suite %s: %d cells, %d done, %d to run", suite.name, len(grid), len(grid) - len(todo), len(todo))
+        if parallel is not None and parallel.jobs > 1:  # bench --jobs N: bench/parallel.py
+            from secateurs.bench.parallel import run_parallel
+
+            run_parallel(suite, out, results, done, todo, parallel, total=len(grid), progress=progress)
+            return markdown(aggregate(results.read()))
         splits = load_splits(suite.data)
         bar = tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not progress, file=sys.stderr, unit="cell")
         try:

@@ -1,7 +1,9 @@
-"""Aggregate result rows over seeds: mean ± std per model × method × sparsity."""
+"""Aggregate result rows over seeds: mean ± std per model × method × sparsity (Markdown, CSV, cells)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,6 +21,7 @@ AGGREGATED = (
     ("latency_b1_ms", "metrics.latency_ms.batch_1"),
     ("latency_b256_ms", "metrics.latency_ms.batch_256"),
     ("train_epochs", "train_epochs"),
+    ("wall_s", "timings.wall_s"),
 )
 
 
@@ -55,7 +58,8 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def _cell(value: tuple[float, float] | None, kind: str) -> str:
+def format_value(value: tuple[float, float] | None, kind: str) -> str:
+    """One table cell: ``percent`` (mean ± std in %), ``ms``, ``fraction`` or ``count``; "–" if missing."""
     if value is None:
         return "–"
     mean, std = value
@@ -80,13 +84,42 @@ COLUMNS = (
 )
 
 
-def markdown(table: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
-    """A Markdown table of `aggregate` output (columns whose values are all missing are dropped)."""
+def text_cells(
+    table: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS
+) -> tuple[list[str], list[list[str]]]:
+    """The header and formatted cells of `aggregate` output (columns whose values are all missing are dropped)."""
     used = [c for c in columns if any(entry.get(c[1]) is not None for entry in table)]
     header = ["model", "method", "target sparsity", "seeds", *[c[0] for c in used]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for entry in table:
         cells = [entry["model"], entry["label"], f"{entry['sparsity']:g}", str(entry["seeds"])]
-        cells += [_cell(entry.get(key), kind) for _, key, kind in used]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells += [format_value(entry.get(key), kind) for _, key, kind in used]
+        rows.append(cells)
+    return header, rows
+
+
+def markdown(table: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
+    """A Markdown table of `aggregate` output (columns whose values are all missing are dropped)."""
+    header, rows = text_cells(table, columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
+
+
+def csv_text(table: Sequence[dict[str, Any]]) -> str:
+    """`aggregate` output as CSV: model, method, sparsity, seeds, then ``NAME_mean``/``NAME_std`` per aggregate.
+
+    Raw numbers (fractions, counts, milliseconds), empty where a value is missing.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["model", "method", "sparsity", "seeds", *[f"{n}_{s}" for n, _ in AGGREGATED for s in ("mean", "std")]]
+    )
+    for entry in table:
+        values: list[Any] = [entry["model"], entry["label"], entry["sparsity"], entry["seeds"]]
+        for name, _ in AGGREGATED:
+            pair = entry.get(name)
+            values += ["", ""] if pair is None else [repr(float(pair[0])), repr(float(pair[1]))]
+        writer.writerow(values)
+    return buffer.getvalue()

@@ -11,9 +11,15 @@ ORDER = 50
 
 
 def handle(args: argparse.Namespace) -> int:
+    from secateurs.bench.parallel import ParallelOptions
     from secateurs.bench.runner import run_suite
 
-    print(run_suite(Path(args.suite), Path(args.out), overrides=args.set or [], progress=show_progress(args)))
+    parallel = ParallelOptions(jobs=args.jobs, threads=args.threads)
+    print(
+        run_suite(
+            Path(args.suite), Path(args.out), overrides=args.set or [], progress=show_progress(args), parallel=parallel
+        )
+    )
     return 0
 
 
@@ -22,4 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("suite", help="a suite YAML file")
     parser.add_argument("--out", required=True, help="the suite's output directory")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite key")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cells run in N worker processes, each with max(1, cores // N) torch threads (--threads overrides)",
+    )
     parser.set_defaults(handler=handle)

@@ -1,0 +1,1 @@
+"""Analyses of a trained model that prune nothing permanently (per-layer sensitivity)."""
