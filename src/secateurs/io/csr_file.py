@@ -2,9 +2,10 @@
 
 Layout (format ``secateurs-csr/1``)::
 
-    <layer>.weight.crow_indices   int64 (rows + 1)      ┐ for every layer stored in CSR:
-    <layer>.weight.col_indices    int64 (nnz)           │ rows × cols is (out, in) for a Linear and
+    <layer>.weight.crow_indices   int32 (rows + 1)      ┐ for every layer stored in CSR:
+    <layer>.weight.col_indices    int32 (nnz)           │ rows × cols is (out, in) for a Linear and
     <layer>.weight.values         float (nnz)           ┘ (out, in·kh·kw) for a Conv2d
+                                  (int64 indices for matrices too large for int32)
     <every other tensor>          dense, under its state-dict name (biases, BatchNorm, dense layers)
 
 The safetensors metadata holds one key, ``secateurs``, a JSON header: the format tag, the architecture
@@ -170,7 +171,9 @@ def _csr_module(path: Path, name: str, layer: nn.Module, entry: Any, tensors: di
     placeholder = None if bias is None else torch.zeros_like(bias)
     if isinstance(layer, nn.Linear) and entry.get("kind") == "linear":
         if shape != (layer.out_features, layer.in_features):
-            raise RunDirError(f"{path}: CSR layer {name!r} has shape {shape}, the model's Linear {tuple(layer.weight.shape)}")
+            raise RunDirError(
+                f"{path}: CSR layer {name!r} has shape {shape}, the model's Linear {tuple(layer.weight.shape)}"
+            )
         return CSRLinear(_csr_weight(path, name, tensors, (shape[0], shape[1])), placeholder)
     if isinstance(layer, nn.Conv2d) and entry.get("kind") == "conv2d":
         try:

@@ -53,6 +53,7 @@ __all__ = [
     "time_round_robin",
     "torch_threads",
     "validate_threads",
+    "validate_timing_options",
     "wants_channels_last",
 ]
 
@@ -98,7 +99,9 @@ def summarize_times_ns(times_ns: Sequence[int]) -> dict[str, float | int]:
     }
 
 
-def _validate_options(batch_sizes: Sequence[int], warmup: int, repeats: int, min_seconds: float) -> None:
+def validate_timing_options(batch_sizes: Sequence[int], warmup: int, repeats: int, min_seconds: float) -> None:
+    """Raise `UsageError` naming the value unless batch sizes are ints >= 1 (at least one), ``warmup >= 0``,
+    ``repeats >= 1`` and `min_seconds` is finite and >= 0."""
     if not batch_sizes:
         raise UsageError("batch_sizes must name at least one batch size; got an empty sequence")
     for batch_size in batch_sizes:
@@ -202,7 +205,7 @@ def compare_runners(
     """
     if not factories:
         raise UsageError("compare_runners needs at least one runner; got an empty mapping")
-    _validate_options(batch_sizes, warmup, repeats, min_seconds)
+    validate_timing_options(batch_sizes, warmup, repeats, min_seconds)
     results: dict[str, dict[str, dict[str, float | int]]] = {name: {} for name in factories}
     for batch_size in batch_sizes:
         runners = {name: factory(batch_size) for name, factory in factories.items()}
@@ -294,7 +297,7 @@ def compare_latency(
     if not models:
         raise UsageError("compare_latency needs at least one model; got an empty dict")
     shape = validate_input_shape(input_shape)
-    _validate_options(batch_sizes, warmup, repeats, min_seconds)
+    validate_timing_options(batch_sizes, warmup, repeats, min_seconds)
     validate_threads(threads)
     if not allocator_env_is_set():
         logger.warning(

@@ -64,12 +64,24 @@ def validate_density_threshold(threshold: float) -> float:
 
 
 def csr_matrix(dense: torch.Tensor) -> torch.Tensor:
-    """The 2-D `dense` matrix as a ``torch.sparse_csr`` tensor (explicit zeros dropped, int64 indices)."""
+    """The 2-D `dense` matrix as a ``torch.sparse_csr`` tensor, explicit zeros dropped.
+
+    Indices are int32 (the index type of MKL's sparse BLAS; measured a few per cent faster than int64
+    here, and half the bytes on disk), int64 when the matrix is too large for int32.
+    """
     if dense.dim() != 2:
         raise UsageError(f"a CSR matrix needs a 2-D tensor; got shape {tuple(dense.shape)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR tensor support is in beta state"
-        return dense.detach().to_sparse_csr()
+        matrix = dense.detach().to_sparse_csr()
+        if max(matrix.values().numel(), *matrix.shape) < 2**31 - 1:
+            matrix = torch.sparse_csr_tensor(
+                matrix.crow_indices().to(torch.int32),
+                matrix.col_indices().to(torch.int32),
+                matrix.values(),
+                size=matrix.shape,
+            )
+        return matrix
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:

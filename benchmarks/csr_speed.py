@@ -1,0 +1,170 @@
+"""CSR sparse inference vs the dense model, measured side by side (issue 9: target ≥ 3× at batch 256).
+
+`mlp-lap` (784-500-500-500-500-10) is pruned to 95 % unstructured sparsity with secateurs' magnitude
+method (layer-wise by default; ``--scope global``), then the dense deployable model (masks baked in,
+zeros stored) and its CSR conversion (`convert_to_csr`, every layer below 20 % density in CSR) are
+timed with `compare_latency`: interleaved round robin, median and p90 after warm-up, at batch 256 and
+batch 1, for each thread count. The "limit" column is the ratio of dense to non-zero multiply-adds
+(1 ÷ density of the CSR layers), what a perfect sparse kernel would reach.
+
+    MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 \\
+        python benchmarks/csr_speed.py --threads 1 2 --out results/csr-speed.json
+    python benchmarks/csr_speed.py --table results/csr-speed.json     # the markdown table of docs/deploy.md
+
+Weights are the seeded initialisation unless ``--from RUN`` names a trained mlp-lap run (speed depends
+on the sparsity pattern, not on the values). Run it on an otherwise idle machine if you can; the load
+average at the start is recorded next to the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import secateurs as sec
+from secateurs.allocator import allocator_env_is_set
+from secateurs.io.files import atomic_write_json
+from secateurs.metrics.latency import compare_latency
+from secateurs.models import build_model
+from secateurs.sparsity.csr_inference import DEFAULT_DENSITY_THRESHOLD, convert_to_csr
+from secateurs.sparsity.masks import baked_copy
+
+MODEL = "mlp-lap"
+INPUT_SHAPE = (1, 28, 28)
+TARGET = 3.0
+
+
+def pruned_model(sparsity: float, scope: str, run: str | None, seed: int) -> torch.nn.Module:
+    if run is not None:
+        from secateurs.io.rundir import load_run
+
+        loaded = load_run(Path(run))
+        if loaded.info["model"]["name"] != MODEL:
+            raise SystemExit(f"--from {run}: expected a {MODEL} run, found {loaded.info['model']['name']}")
+        model = loaded.model
+    else:
+        torch.manual_seed(seed)
+        model = build_model(MODEL, INPUT_SHAPE, 10)
+    example = torch.randn(2, *INPUT_SHAPE, generator=torch.Generator().manual_seed(seed))
+    result = sec.prune(model, "magnitude", sparsity, example_inputs=example, scope=scope, seed=seed)
+    return baked_copy(result.model).eval()
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    dense = pruned_model(args.sparsity, args.scope, args.from_run, args.seed)
+    conversion = convert_to_csr(dense, density_threshold=args.density_threshold)
+    summary = conversion.summary()
+    density = summary["csr_nonzeros"] / summary["csr_entries"]  # type: ignore[operator]
+    rows = []
+    for threads in args.threads:
+        timing = compare_latency(
+            {"dense": dense, "csr": conversion.model},
+            INPUT_SHAPE,
+            batch_sizes=tuple(args.batch),
+            warmup=args.warmup,
+            repeats=args.repeats,
+            threads=threads,
+        )
+        for batch in args.batch:
+            key = f"batch_{batch}"
+            dense_ms, csr_ms = timing["dense"][key]["median_ms"], timing["csr"][key]["median_ms"]
+            rows.append(
+                {
+                    "threads": threads,
+                    "batch": batch,
+                    "dense_median_ms": dense_ms,
+                    "dense_p90_ms": timing["dense"][key]["p90_ms"],
+                    "csr_median_ms": csr_ms,
+                    "csr_p90_ms": timing["csr"][key]["p90_ms"],
+                    "speedup": dense_ms / csr_ms,
+                    "repeats": timing["csr"][key]["repeats"],
+                }
+            )
+    return {
+        "benchmark": "csr_speed",
+        "model": MODEL,
+        "method": "magnitude",
+        "scope": args.scope,
+        "sparsity": args.sparsity,
+        "weights": args.from_run or f"seeded initialisation (seed {args.seed})",
+        "density_threshold": args.density_threshold,
+        "csr_layers": summary["csr_layers"],
+        "dense_layers": summary["dense_layers"],
+        "density": density,
+        "limit": 1.0 / density,
+        "target_speedup_batch_256": TARGET,
+        "rows": rows,
+        "conditions": {
+            "allocator_env": allocator_env_is_set(),
+            "load_average_at_start": list(os.getloadavg()),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "interleaved": True,
+            "note": "measured on a shared machine (other jobs running); ratios are interleaved, absolute ms are not",
+        },
+        "command": "python " + " ".join(["benchmarks/csr_speed.py", *sys.argv[1:]]),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The markdown table of docs/deploy.md, from a result file."""
+    lines = [
+        "| threads | batch | dense ms (median / p90) | CSR ms (median / p90) | speed-up | CSR density "
+        "| limit (1/density) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['threads']} | {row['batch']} | {row['dense_median_ms']:.3f} / {row['dense_p90_ms']:.3f} "
+            f"| {row['csr_median_ms']:.3f} / {row['csr_p90_ms']:.3f} | **{row['speedup']:.2f}×** "
+            f"| {result['density']:.3f} | {result['limit']:.1f}× |"
+        )
+    conditions = result["conditions"]
+    lines.append("")
+    lines.append(
+        f"`{result['model']}`, {result['method']} ({result['scope']}) at {result['sparsity']:.0%} sparsity, "
+        f"{result['csr_layers']} CSR layers / {result['dense_layers']} dense; allocator env "
+        f"{'set' if conditions['allocator_env'] else 'NOT set'}; load average at start "
+        f"{conditions['load_average_at_start'][0]:.1f} on {conditions['cpu_count']} cores "
+        f"(shared machine); {conditions['measured_at']}; `{result['command']}`."
+    )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sparsity", type=float, default=0.95)
+    parser.add_argument("--scope", choices=("layerwise", "global"), default="layerwise")
+    parser.add_argument("--batch", type=int, nargs="+", default=[256, 1])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--density-threshold", type=float, default=DEFAULT_DENSITY_THRESHOLD)
+    parser.add_argument("--from", dest="from_run", help="a trained mlp-lap run to prune (default: seeded init)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="write the result as JSON")
+    parser.add_argument("--table", type=Path, help="print the markdown table of a result file and exit")
+    args = parser.parse_args()
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text())))
+        return 0
+    result = measure(args)
+    print(table(result))
+    if args.out is not None:
+        atomic_write_json(args.out, result)
+        print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
