@@ -9,7 +9,8 @@ batch 1, for each thread count. The "limit" column is the ratio of dense to non-
 
     MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 \\
         python benchmarks/csr_speed.py --threads 1 2 --out results/csr-speed.json
-    python benchmarks/csr_speed.py --table results/csr-speed.json     # the markdown table of docs/deploy.md
+    python benchmarks/csr_speed.py --table results/csr-speed.json     # print the markdown table
+    python benchmarks/csr_speed.py --table results/csr-speed.json --doc docs/deploy.md   # rewrite it there
 
 Weights are the seeded initialisation unless ``--from RUN`` names a trained mlp-lap run (speed depends
 on the sparsity pattern, not on the values). Run it on an otherwise idle machine if you can; the load
@@ -23,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,17 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+BLOCK = re.compile(r"(<!-- table:csr-speed -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
+
+
+def rewrite_doc(path: Path, markdown: str) -> None:
+    """Replace the block between ``<!-- table:csr-speed -->`` and ``<!-- /table -->`` in `path`."""
+    text = path.read_text()
+    if not BLOCK.search(text):
+        raise SystemExit(f"{path} has no <!-- table:csr-speed --> … <!-- /table --> block")
+    path.write_text(BLOCK.sub(lambda match: f"{match.group(1)}{markdown}\n{match.group(3)}", text))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sparsity", type=float, default=0.95)
@@ -154,9 +167,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the result as JSON")
     parser.add_argument("--table", type=Path, help="print the markdown table of a result file and exit")
+    parser.add_argument("--doc", type=Path, help="with --table: also rewrite the table block in this markdown file")
     args = parser.parse_args()
     if args.table is not None:
-        print(table(json.loads(args.table.read_text())))
+        markdown = table(json.loads(args.table.read_text()))
+        print(markdown)
+        if args.doc is not None:
+            rewrite_doc(args.doc, markdown)
         return 0
     result = measure(args)
     print(table(result))
