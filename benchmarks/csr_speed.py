@@ -4,8 +4,10 @@
 method (layer-wise by default; ``--scope global``), then the dense deployable model (masks baked in,
 zeros stored) and its CSR conversion (`convert_to_csr`, every layer below 20 % density in CSR) are
 timed with `compare_latency`: interleaved round robin, median and p90 after warm-up, at batch 256 and
-batch 1, for each thread count. The "limit" column is the ratio of dense to non-zero multiply-adds
-(1 ÷ density of the CSR layers), what a perfect sparse kernel would reach.
+batch 1, for each thread count, ``--sessions`` times in turn. The "limit" column is the ratio of dense
+to non-zero multiply-adds (1 ÷ density of the CSR layers), what a perfect sparse kernel would reach.
+The "minima" column compares the fastest call of each model: on a loaded machine the longer dense
+call loses time slices more often, so its median moves more than the CSR model's.
 
     MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 \\
         python benchmarks/csr_speed.py --threads 1 2 --out results/csr-speed.json
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,7 +70,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     summary = conversion.summary()
     density = summary["csr_nonzeros"] / summary["csr_entries"]  # type: ignore[operator]
     rows = []
-    for threads in args.threads:
+    for session, threads in itertools.product(range(1, args.sessions + 1), args.threads):
         timing = compare_latency(
             {"dense": dense, "csr": conversion.model},
             INPUT_SHAPE,
@@ -80,6 +84,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             dense_ms, csr_ms = timing["dense"][key]["median_ms"], timing["csr"][key]["median_ms"]
             rows.append(
                 {
+                    "session": session,
+                    "load_average": os.getloadavg()[0],
                     "threads": threads,
                     "batch": batch,
                     "dense_median_ms": dense_ms,
@@ -106,6 +112,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "density": density,
         "limit": 1.0 / density,
         "target_speedup_batch_256": TARGET,
+        "sessions": args.sessions,
         "rows": rows,
         "conditions": {
             "allocator_env": allocator_env_is_set(),
@@ -122,28 +129,43 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    """The markdown table of docs/deploy.md, from a result file."""
+    """The markdown table of docs/deploy.md, from a result file: one line per (threads, batch).
+
+    With several sessions (independent interleaved measurements, one after the other) the timings are
+    the median over sessions and the median speed-up is given with its range over sessions.
+    """
     lines = [
-        "| threads | batch | dense ms (median / p90 / min) | CSR ms (median / p90 / min) | speed-up (medians) "
-        "| speed-up (minima) | CSR density | limit (1/density) |",
+        "| threads | batch | dense ms (median / p90) | CSR ms (median / p90) | speed-up of medians "
+        "| speed-up of minima | CSR density | limit (1/density) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for row in result["rows"]:
+        groups.setdefault((row["threads"], row["batch"]), []).append(row)
+    for (threads, batch), rows in groups.items():
+
+        def middle(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            return statistics.median(row[key] for row in rows)
+
+        speedups = [row["speedup"] for row in rows]
+        spread = f" ({min(speedups):.2f}–{max(speedups):.2f})" if len(rows) > 1 else ""
+        minima = min(row["dense_min_ms"] for row in rows) / min(row["csr_min_ms"] for row in rows)
         lines.append(
-            f"| {row['threads']} | {row['batch']} "
-            f"| {row['dense_median_ms']:.3f} / {row['dense_p90_ms']:.3f} / {row['dense_min_ms']:.3f} "
-            f"| {row['csr_median_ms']:.3f} / {row['csr_p90_ms']:.3f} / {row['csr_min_ms']:.3f} "
-            f"| **{row['speedup']:.2f}×** | {row['speedup_of_minima']:.2f}× "
+            f"| {threads} | {batch} | {middle('dense_median_ms'):.3f} / {middle('dense_p90_ms'):.3f} "
+            f"| {middle('csr_median_ms'):.3f} / {middle('csr_p90_ms'):.3f} "
+            f"| **{statistics.median(speedups):.2f}×**{spread} | {minima:.2f}× "
             f"| {result['density']:.3f} | {result['limit']:.1f}× |"
         )
     conditions = result["conditions"]
+    loads = [row["load_average"] for row in result["rows"]]
     lines.append("")
     lines.append(
         f"`{result['model']}`, {result['method']} ({result['scope']}) at {result['sparsity']:.0%} sparsity, "
-        f"{result['csr_layers']} CSR layers / {result['dense_layers']} dense; allocator env "
-        f"{'set' if conditions['allocator_env'] else 'NOT set'}; load average at start "
-        f"{conditions['load_average_at_start'][0]:.1f} on {conditions['cpu_count']} cores "
-        f"(shared machine); {conditions['measured_at']}; `{result['command']}`."
+        f"{result['csr_layers']} CSR layers / {result['dense_layers']} dense; {result['sessions']} session(s) "
+        f"of {result['rows'][0]['repeats']} interleaved rounds; allocator env "
+        f"{'set' if conditions['allocator_env'] else 'NOT set'}; shared machine, load average "
+        f"{min(loads):.1f}–{max(loads):.1f} on {conditions['cpu_count']} cores; {conditions['measured_at']}; "
+        f"`{result['command']}`."
     )
     return "\n".join(lines)
 
@@ -166,6 +188,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[256, 1])
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--sessions", type=int, default=1, help="independent interleaved measurements, in turn")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--density-threshold", type=float, default=DEFAULT_DENSITY_THRESHOLD)
     parser.add_argument("--from", dest="from_run", help="a trained mlp-lap run to prune (default: seeded init)")

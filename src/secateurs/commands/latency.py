@@ -82,7 +82,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--runtime", default="torch", help="torch (default), onnxruntime or csr")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 256], metavar="B", help="batch sizes (1 256)")
     parser.add_argument(
-        "--threads", dest="latency_threads", type=int, help="intra-op threads (default: the global --threads)"
+        "--threads",
+        dest="latency_threads",
+        metavar="N",
+        type=int,
+        help="intra-op threads (default: the global --threads)",
     )
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per batch size, after warm-up (30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per batch size first (5)")
