@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from secateurs.commands.common import key_values
+
 ORDER = 70
 
 
@@ -14,9 +16,11 @@ def handle(args: argparse.Namespace) -> int:
     from secateurs.io.rundir import load_run
 
     exporter = load_exporters().get(args.format)
+    settings = key_values(args.set)
+    exporter.parse_options(settings)  # bad options fail before the run is loaded
     run = load_run(Path(args.run))
     out = Path(args.out) if args.out else run.path.with_name(run.path.name + exporter.suffix)
-    summary = exporter.export(run, out)
+    summary = exporter.run(run, out, settings)
     print(json.dumps({"format": exporter.name, "out": str(out), **summary}, indent=2))
     return 0
 
@@ -24,6 +28,9 @@ def handle(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export", help="export a finished run (secateurs list formats)")
     parser.add_argument("run", help="a run directory")
-    parser.add_argument("--format", required=True, help="an export format")
+    parser.add_argument("--format", required=True, help="an export format (secateurs list formats)")
     parser.add_argument("--out", help="output path (default: next to the run, with the format's suffix)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="a format option, e.g. density_threshold=0.1 for csr"
+    )
     parser.set_defaults(handler=handle)

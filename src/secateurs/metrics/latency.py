@@ -13,6 +13,11 @@ Timings on a CPU are noisy; three things keep them honest here:
 Inputs are ``torch.randn`` drawn from a fixed generator; the forward passes run in eval mode under
 ``torch.inference_mode()``, or under ``torch.no_grad()`` for a model that holds sparse CSR tensors
 (``F.linear`` with a CSR weight fails under inference mode).
+
+The timing loop itself knows nothing about PyTorch models: it times `Runner` objects (a zero-argument
+call plus an untimed context), built per batch size by a `RunnerFactory`. `compare_runners` is what
+`compare_latency` uses for models, what the onnxruntime measurement uses for sessions, and what a
+per-layer latency table can use for single layers at candidate widths.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,11 +41,19 @@ from secateurs.metrics.counts import model_device_and_dtype, validate_input_shap
 
 __all__ = [
     "ALLOCATOR_ENV",
+    "Runner",
+    "RunnerFactory",
     "allocator_env_is_set",
     "compare_latency",
+    "compare_runners",
     "contains_sparse_csr",
     "measure_latency",
+    "random_input",
     "summarize_times_ns",
+    "time_round_robin",
+    "torch_threads",
+    "validate_threads",
+    "validate_timing_options",
     "wants_channels_last",
 ]
 
@@ -85,7 +99,9 @@ def summarize_times_ns(times_ns: Sequence[int]) -> dict[str, float | int]:
     }
 
 
-def _validate_options(batch_sizes: Sequence[int], warmup: int, repeats: int, min_seconds: float) -> None:
+def validate_timing_options(batch_sizes: Sequence[int], warmup: int, repeats: int, min_seconds: float) -> None:
+    """Raise `UsageError` naming the value unless batch sizes are ints >= 1 (at least one), ``warmup >= 0``,
+    ``repeats >= 1`` and `min_seconds` is finite and >= 0."""
     if not batch_sizes:
         raise UsageError("batch_sizes must name at least one batch size; got an empty sequence")
     for batch_size in batch_sizes:
@@ -97,6 +113,106 @@ def _validate_options(batch_sizes: Sequence[int], warmup: int, repeats: int, min
         raise UsageError(f"warmup must be an int >= 0; got {warmup!r}")
     if not (min_seconds >= 0.0 and math.isfinite(min_seconds)):
         raise UsageError(f"min_seconds must be a finite number >= 0; got {min_seconds!r}")
+
+
+def validate_threads(threads: int | None) -> None:
+    """Raise `UsageError` unless `threads` is None or an int >= 1."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UsageError(f"threads must be an int >= 1 or None; got {threads!r}")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Hold ``torch.set_num_threads(threads)`` (unchanged for None) and yield the count in effect.
+
+    The previous count is restored on exit. Raises `UsageError` for a count < 1.
+    """
+    validate_threads(threads)
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def random_input(batch_size: int, input_shape: Sequence[int]) -> torch.Tensor:
+    """The timing input: ``torch.randn((batch_size, *input_shape))`` from a generator seeded `INPUT_SEED`."""
+    generator = torch.Generator().manual_seed(INPUT_SEED)
+    return torch.randn((batch_size, *input_shape), generator=generator)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One thing to time: ``call()`` runs one inference and returns once it has finished.
+
+    ``context`` is entered around each call but outside the timed interval (grad mode, for example).
+    """
+
+    call: Callable[[], object]
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+
+
+RunnerFactory = Callable[[int], Runner]
+"""Builds the `Runner` for one batch size (the input is created here, untimed)."""
+
+
+def time_round_robin(
+    runners: Mapping[str, Runner], *, warmup: int, repeats: int, min_seconds: float = 0.0
+) -> dict[str, list[int]]:
+    """Per-call times in ns of every runner, interleaved round-robin.
+
+    Every runner first makes `warmup` untimed calls; then rounds follow in which each runner is
+    called once (timed with ``time.perf_counter_ns``, the starting runner rotating each round), at
+    least `repeats` rounds and until each runner has accumulated `min_seconds` of timed calls.
+    """
+    names = list(runners)
+    for name in names:
+        runner = runners[name]
+        with runner.context():
+            for _ in range(warmup):
+                runner.call()
+    times: dict[str, list[int]] = {name: [] for name in names}
+    min_ns = min_seconds * 1e9
+    round_index = 0
+    while round_index < repeats or any(sum(t) < min_ns for t in times.values()):
+        offset = round_index % len(names)
+        for name in names[offset:] + names[:offset]:
+            runner = runners[name]
+            with runner.context():
+                start = time.perf_counter_ns()
+                runner.call()
+                times[name].append(time.perf_counter_ns() - start)
+        round_index += 1
+    return times
+
+
+def compare_runners(
+    factories: Mapping[str, RunnerFactory],
+    *,
+    batch_sizes: Sequence[int] = (1, 256),
+    warmup: int = 5,
+    repeats: int = 30,
+    min_seconds: float = 0.0,
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """Time several runners side by side at each batch size: ``{name: {"batch_<b>": summary}}``.
+
+    For each batch size every factory builds its runner, then `time_round_robin` times them together;
+    each summary is `summarize_times_ns` of the per-call times. Thread counts are the caller's business
+    (`torch_threads`). Raises `UsageError` for no factories or bad `batch_sizes`/`warmup`/`repeats`/
+    `min_seconds`.
+    """
+    if not factories:
+        raise UsageError("compare_runners needs at least one runner; got an empty mapping")
+    validate_timing_options(batch_sizes, warmup, repeats, min_seconds)
+    results: dict[str, dict[str, dict[str, float | int]]] = {name: {} for name in factories}
+    for batch_size in batch_sizes:
+        runners = {name: factory(batch_size) for name, factory in factories.items()}
+        times = time_round_robin(runners, warmup=warmup, repeats=repeats, min_seconds=min_seconds)
+        for name, name_times in times.items():
+            results[name][f"batch_{batch_size}"] = summarize_times_ns(name_times)
+    return results
 
 
 def _copy_model(model: nn.Module) -> nn.Module:
@@ -131,10 +247,18 @@ class _Subject:
         return torch.no_grad() if self.no_grad else torch.inference_mode()
 
     def make_input(self, batch_size: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(INPUT_SEED)
-        x = torch.randn((batch_size, *self.input_shape), generator=generator)
-        x = x.to(device=self.device, dtype=self.dtype)
+        x = random_input(batch_size, self.input_shape).to(device=self.device, dtype=self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def runner(self, batch_size: int) -> Runner:
+        """A `Runner` calling the prepared model on one input of `batch_size` and waiting for it."""
+        model, x, synchronize = self.model, self.make_input(batch_size), self.synchronize()
+
+        def call() -> None:
+            model(x)
+            synchronize()
+
+        return Runner(call=call, context=self.grad_context)
 
     def synchronize(self) -> Callable[[], None]:
         if self.device.type == "cuda":
@@ -173,70 +297,40 @@ def compare_latency(
     if not models:
         raise UsageError("compare_latency needs at least one model; got an empty dict")
     shape = validate_input_shape(input_shape)
-    _validate_options(batch_sizes, warmup, repeats, min_seconds)
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise UsageError(f"threads must be an int >= 1 or None; got {threads!r}")
+    validate_timing_options(batch_sizes, warmup, repeats, min_seconds)
+    validate_threads(threads)
     if not allocator_env_is_set():
         logger.warning(
             "timing without %s in the environment: CPU timings may swing widely (set it before start)",
             " ".join(f"{k}={v}" for k, v in ALLOCATOR_ENV.items()),
         )
 
-    threads_before = torch.get_num_threads()
     subjects: dict[str, _Subject] = {}
     try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        for name, model in models.items():
-            subjects[name] = _Subject(model, shape, channels_last)
-            subjects[name].model.eval()
-        results: dict[str, dict[str, Any]] = {
+        with torch_threads(threads) as threads_used:
+            for name, model in models.items():
+                subjects[name] = _Subject(model, shape, channels_last)
+                subjects[name].model.eval()
+            timings = compare_runners(
+                {name: subject.runner for name, subject in subjects.items()},
+                batch_sizes=batch_sizes,
+                warmup=warmup,
+                repeats=repeats,
+                min_seconds=min_seconds,
+            )
+        return {
             name: {
-                "threads": torch.get_num_threads(),
+                "threads": threads_used,
                 "allocator_env": allocator_env_is_set(),
                 "channels_last": subject.channels_last,
                 "grad_mode": "no_grad" if subject.no_grad else "inference_mode",
+                **timings[name],
             }
             for name, subject in subjects.items()
         }
-        for batch_size in batch_sizes:
-            times = _time_round_robin(subjects, batch_size, warmup, repeats, min_seconds)
-            for name, name_times in times.items():
-                results[name][f"batch_{batch_size}"] = summarize_times_ns(name_times)
-        return results
     finally:
         for subject in subjects.values():
             subject.restore()
-        torch.set_num_threads(threads_before)
-
-
-def _time_round_robin(
-    subjects: dict[str, _Subject], batch_size: int, warmup: int, repeats: int, min_seconds: float
-) -> dict[str, list[int]]:
-    """Per-call times in ns of every subject at `batch_size`, interleaved round-robin."""
-    names = list(subjects)
-    inputs = {name: subjects[name].make_input(batch_size) for name in names}
-    syncs = {name: subjects[name].synchronize() for name in names}
-    for name in names:
-        subject = subjects[name]
-        with subject.grad_context():
-            for _ in range(warmup):
-                subject.model(inputs[name])
-            syncs[name]()
-    times: dict[str, list[int]] = {name: [] for name in names}
-    min_ns = min_seconds * 1e9
-    round_index = 0
-    while round_index < repeats or any(sum(t) < min_ns for t in times.values()):
-        offset = round_index % len(names)
-        for name in names[offset:] + names[:offset]:
-            subject = subjects[name]
-            with subject.grad_context():
-                start = time.perf_counter_ns()
-                subject.model(inputs[name])
-                syncs[name]()
-                times[name].append(time.perf_counter_ns() - start)
-        round_index += 1
-    return times
 
 
 def measure_latency(
