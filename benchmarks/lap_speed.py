@@ -1,6 +1,7 @@
 """How long LAP scoring takes, next to torch's own global L1 magnitude pruning on the same model.
 
-    PYTHONPATH=src python benchmarks/lap_speed.py [--repeats 15]
+    MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 \
+        PYTHONPATH=src python benchmarks/lap_speed.py [--repeats 15] [--threads 1]
 
 For ``mlp-lap`` (targets: < 50 ms) and ``resnet20`` (< 0.5 s), on 1×28×28 inputs, it prints medians of
 
@@ -13,7 +14,10 @@ For ``mlp-lap`` (targets: < 50 ms) and ``resnet20`` (< 0.5 s), on 1×28×28 inpu
   fresh copy (copying is not timed): scores, a global threshold and installed masks.
 
 The measurements are interleaved (one of each per repeat), so machine load hits all alike; the
-ratio column is the robust figure on a shared machine.
+ratio column is the robust figure on a shared machine. Without the two malloc settings (the Makefile
+exports them) glibc returns every large buffer to the OS and re-faults it, which costs LAP's
+megabytes of score tensors several milliseconds per call; ``--threads`` sets torch's intra-op threads
+for both sides (1 by default: stable on a loaded machine).
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def measure(model_name: str, repeats: int) -> dict[str, float]:
         timings["lap score+select"].append(seconds(score_and_select))
         timings["graph trace"].append(seconds(lambda: trace_topology(model, context.example_inputs)))  # type: ignore[arg-type]
         fresh = copy.deepcopy(model)
-        timings["torch L1"].append(seconds(lambda: torch_global_l1(fresh)))
+        timings["torch L1"].append(seconds(lambda fresh=fresh: torch_global_l1(fresh)))  # type: ignore[misc]
     result = {key: statistics.median(values) for key, values in timings.items()}
     result["lap cold"] = cold
     return result
@@ -74,8 +78,12 @@ def measure(model_name: str, repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.repeats} interleaved repeats")
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.repeats} interleaved repeats"
+    )
     print("| model | lap score | lap score+select | lap cold (with trace) | graph trace | torch L1 | lap / torch L1 |")
     print("|---|---|---|---|---|---|---|")
     for model_name in ("mlp-lap", "resnet20"):

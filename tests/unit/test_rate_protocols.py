@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -21,7 +23,7 @@ LAP_MLP_RATES = (0.5, 0.5, 0.5, 0.5, 0.25)
 def mlp(widths: tuple[int, ...] = (20, 16, 12, 8, 6, 4), seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     layers: list[nn.Module] = [nn.Flatten()]
-    for width_in, width_out in zip(widths, widths[1:]):
+    for width_in, width_out in itertools.pairwise(widths):
         layers += [nn.Linear(width_in, width_out), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
 
@@ -30,7 +32,9 @@ def prune(model: nn.Module, method: str, **fields: object) -> dict[str, tuple[in
     entry = METHODS.get(method)
     config = PruneConfig(method=method, **fields)  # type: ignore[arg-type]
     context = PruneContext(
-        example_inputs=torch.zeros(2, 20), generator=torch.Generator().manual_seed(0), batches=[(torch.randn(8, 20), torch.zeros(8))]
+        example_inputs=torch.zeros(2, 20),
+        generator=torch.Generator().manual_seed(0),
+        batches=[(torch.randn(8, 20), torch.zeros(8))],
     )
     outcome = entry.apply(model, config, entry.parse_options({}), context)
     assert outcome.masks is not None

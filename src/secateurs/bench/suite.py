@@ -124,7 +124,9 @@ class Suite(BaseModel):
             if (rates is None) != (rounds is None):
                 raise ValueError(f"method {method.row_name!r}: 'rates' and 'rounds' go together")
             if rounds is None and not self.sparsities:
-                raise ValueError(f"method {method.row_name!r} has no sparsities (set 'sparsities' or 'rates' + 'rounds')")
+                raise ValueError(
+                    f"method {method.row_name!r} has no sparsities (set 'sparsities' or 'rates' + 'rounds')"
+                )
         return self
 
 

@@ -264,4 +264,3 @@ class ScoreAndSelect(Method):
         masks.update_(chosen)
         info = {**info, **protocol, "layers": {name: list(masks.counts()[name]) for name in names}}
         return PruneOutcome(model=model, masks=masks, info=info, score_seconds=score_seconds)
-

@@ -249,7 +249,9 @@ def _own_batch_norm(graph: _Graph, start: Any) -> str | None:
 def _topological_order(layers: Mapping[str, Neighbours], module_order: list[str]) -> tuple[str, ...]:
     """Layers so that every producer comes before its consumers (ties: module order)."""
     rank = {name: index for index, name in enumerate(module_order)}
-    waiting = {name: {p.layer for p in n.previous if p.layer is not None and p.layer != name} for name, n in layers.items()}
+    waiting = {
+        name: {p.layer for p in n.previous if p.layer is not None and p.layer != name} for name, n in layers.items()
+    }
     order: list[str] = []
     ready = sorted((name for name, deps in waiting.items() if not deps), key=rank.__getitem__)
     while ready:
