@@ -283,11 +283,11 @@ def trace_topology(model: nn.Module, example_inputs: torch.Tensor) -> Topology:
     The model itself is not touched (the trace runs on a deep copy in eval mode). Raises
     `StructureError` if the model cannot be traced.
     """
-    clone = copy.deepcopy(model)
-    MaskStore.attached(clone).remove()
     try:
+        clone = copy.deepcopy(model)
+        MaskStore.attached(clone).remove()
         graph = _Graph(clone, example_inputs.detach())
-    except Exception as error:  # Torch-Pruning raises anything from the forward pass
+    except Exception as error:  # copying or Torch-Pruning's forward pass can raise anything
         raise StructureError(f"cannot trace the model for lookahead pruning: {type(error).__name__}: {error}") from None
     module_order = [name for name, module in clone.named_modules() if isinstance(module, LAYER_TYPES)]
     layers: dict[str, Neighbours] = {}
