@@ -145,3 +145,20 @@ def test_methods_without_rate_support_reject_rates(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(type(METHODS.get("random")), "supports_rates", False)
     with pytest.raises(ValueError, match="'random' does not take per-layer rates"):
         PruneConfig(method="random", rates=(0.5,))
+
+
+def test_iterative_reaches_a_plain_sparsity_in_equal_shares_of_the_survivors() -> None:
+    splits = split_validation(make_synthetic(num_train=240, num_test=60, image_size=8))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    entry = METHODS.get("iterative")
+    context = PruneContext(
+        example_inputs=torch.zeros(2, 1, 8, 8),
+        generator=torch.Generator().manual_seed(0),
+        splits=splits,
+        train_config=TrainConfig(epochs=0),
+    )
+    config = PruneConfig(method="iterative", sparsity=0.75)
+    outcome = entry.apply(model, config, entry.parse_options({"prune": "magnitude", "rounds": 2}), context)
+    # 1 − (1 − 0.75)^(1/2) = 0.5 of the survivors per round: 50 %, then 75 % of each layer
+    assert [r["sparsity_prunable"] for r in outcome.history] == [0.5, 0.75]
+    assert outcome.train_epochs == 0.0 and "val_accuracy_after_retraining" not in outcome.history[0]
