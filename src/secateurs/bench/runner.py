@@ -73,7 +73,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     """Prune and fine-tune one cell from its dense model; returns its result row."""
     started = time.perf_counter()
     parent = load_run(dense_dir(out, cell.model, cell.seed))
-    prune = cell.method.prune_config(cell.sparsity)
+    prune = cell.prune_config()
     finetune = cell.model.finetune or suite.finetune
     measure = suite.measure
     if cell.method.bn_recalibrate is not None:
@@ -109,6 +109,10 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
             "finetune_s": result.finetune_seconds,
         },
     }
+    if cell.rounds is not None:
+        protocol = result.outcome.info.get("protocol", {})
+        target = protocol.get("target_sparsity", result.metrics.get("sparsity_prunable"))
+        row.update(sparsity=target, round=cell.rounds, rates=cell.rates)
     if suite.keep_runs:
         run_path = safe_child(out / "runs", cell.key.replace("|", "_"), "cell name")
         with writing_run(run_path, overwrite=True) as stage:

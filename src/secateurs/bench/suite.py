@@ -17,6 +17,14 @@ A method entry is a `PruneConfig` without ``sparsity`` plus an optional ``label`
 method name by default) — the same method can appear twice with different options. A method entry may
 also carry its own ``sparsities`` (e.g. structured methods at parameter targets), replacing the
 suite's list for that method.
+
+Instead of sparsities, the axis can be *rounds of per-layer rates* (the lookahead-pruning protocol,
+`sparsity.rates`): ``rates: [0.5, 0.5, 0.5, 0.5, 0.25]`` (one per prunable layer) and
+``rounds: [4, 5, 6]`` give one cell per round, pruning layer i to 1 − (1 − p_i)^round (global
+methods: to the size-weighted mean). Both may be set on the suite or on a method entry (the entry
+wins); a method entry with its own ``sparsities`` uses those instead. A round cell's key reads
+``model|label|r4|seed``; its row records ``round``, ``rates`` and, as ``sparsity``, the nominal
+target (the realised one is in ``metrics.sparsity_prunable``).
 """
 
 from __future__ import annotations
@@ -62,16 +70,20 @@ class MethodEntry(BaseModel):
     exclude: tuple[str, ...] = ()
     options: dict[str, Any] = Field(default_factory=dict)
     sparsities: tuple[float, ...] | None = None
+    rates: tuple[float, ...] | None = None
+    rounds: tuple[int, ...] | None = None
     bn_recalibrate: bool | None = None
 
     @property
     def row_name(self) -> str:
         return self.label or self.name
 
-    def prune_config(self, sparsity: float) -> PruneConfig:
-        fields = self.model_dump(exclude={"name", "label", "sparsities", "bn_recalibrate"})
+    def prune_config(self, sparsity: float, rates: tuple[float, ...] | None = None, rounds: int = 1) -> PruneConfig:
+        """The cell's `PruneConfig`: at ``sparsity``, or (``rates`` given) at round ``rounds`` of the rates."""
+        fields = self.model_dump(exclude={"name", "label", "sparsities", "rates", "rounds", "bn_recalibrate"})
+        target: dict[str, object] = {"sparsity": sparsity} if rates is None else {"rates": rates, "rounds": rounds}
         config: PruneConfig = validate(
-            PruneConfig, {**fields, "method": self.name, "sparsity": sparsity}, f"method {self.row_name!r}"
+            PruneConfig, {**fields, "method": self.name, **target}, f"method {self.row_name!r}"
         )
         return config
 
@@ -86,6 +98,9 @@ class Suite(BaseModel):
     models: tuple[ModelEntry, ...]
     methods: tuple[MethodEntry, ...]
     sparsities: tuple[float, ...] = ()
+    rates: tuple[float, ...] | None = None
+    """Per-layer rates of one round (with ``rounds``: the rate-protocol axis)."""
+    rounds: tuple[int, ...] | None = None
     finetune: TrainConfig | None = None
     calibration: CalibrationConfig = CalibrationConfig()
     measure: MeasureConfig = MeasureConfig(latency=False)
@@ -100,9 +115,18 @@ class Suite(BaseModel):
         duplicated = sorted({label for label in labels if labels.count(label) > 1})
         if duplicated:
             raise ValueError(f"method labels must be unique; repeated: {', '.join(duplicated)} (add 'label')")
+        if self.sparsities and self.rounds:
+            raise ValueError("give the suite either 'sparsities' or 'rates' + 'rounds', not both")
         for method in self.methods:
-            if method.sparsities is None and not self.sparsities:
-                raise ValueError(f"method {method.row_name!r} has no sparsities (set 'sparsities')")
+            rates, rounds = method.rates or self.rates, method.rounds or self.rounds
+            if method.sparsities is not None:
+                continue
+            if (rates is None) != (rounds is None):
+                raise ValueError(f"method {method.row_name!r}: 'rates' and 'rounds' go together")
+            if rounds is None and not self.sparsities:
+                raise ValueError(
+                    f"method {method.row_name!r} has no sparsities (set 'sparsities' or 'rates' + 'rounds')"
+                )
         return self
 
 
@@ -114,19 +138,38 @@ class Cell:
     method: MethodEntry
     sparsity: float
     seed: int
+    rates: tuple[float, ...] | None = None
+    rounds: int | None = None
+    """Set for a rate-protocol cell (then ``sparsity`` is unused)."""
 
     @property
     def key(self) -> str:
-        return f"{self.model.name}|{self.method.row_name}|{self.sparsity:g}|{self.seed}"
+        level = f"r{self.rounds}" if self.rounds is not None else f"{self.sparsity:g}"
+        return f"{self.model.name}|{self.method.row_name}|{level}|{self.seed}"
+
+    def prune_config(self) -> PruneConfig:
+        if self.rounds is None:
+            return self.method.prune_config(self.sparsity)
+        return self.method.prune_config(0.0, self.rates, self.rounds)
+
+
+def method_levels(suite: Suite, method: MethodEntry) -> list[tuple[float, tuple[float, ...] | None, int | None]]:
+    """``(sparsity, rates, rounds)`` of each cell of ``method``: its own or the suite's axis."""
+    if method.sparsities is not None:
+        return [(float(s), None, None) for s in method.sparsities]
+    rates, rounds = method.rates or suite.rates, method.rounds or suite.rounds
+    if rates is not None and rounds is not None:
+        return [(0.0, rates, int(r)) for r in rounds]
+    return [(float(s), None, None) for s in suite.sparsities]
 
 
 def cells(suite: Suite) -> Iterator[Cell]:
-    """The grid in a stable order: seed, model, method, sparsity."""
+    """The grid in a stable order: seed, model, method, sparsity (or round)."""
     for seed in suite.seeds:
         for model in suite.models:
             for method in suite.methods:
-                for sparsity in method.sparsities if method.sparsities is not None else suite.sparsities:
-                    yield Cell(model, method, float(sparsity), seed)
+                for sparsity, rates, rounds in method_levels(suite, method):
+                    yield Cell(model, method, sparsity, seed, rates, rounds)
 
 
 def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
@@ -138,6 +181,6 @@ def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
         from secateurs.methods import METHODS
 
         METHODS.get(method.name).parse_options(method.options)
-        for sparsity in method.sparsities or suite.sparsities:
-            method.prune_config(sparsity)
+        for sparsity, rates, rounds in method_levels(suite, method):
+            method.prune_config(sparsity, rates, rounds or 1)
     return suite

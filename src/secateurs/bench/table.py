@@ -123,3 +123,40 @@ def csv_text(table: Sequence[dict[str, Any]]) -> str:
             values += ["", ""] if pair is None else [repr(float(pair[0])), repr(float(pair[1]))]
         writer.writerow(values)
     return buffer.getvalue()
+
+
+def percent_left(sparsity: float) -> str:
+    """Column heading for a sparsity level: the share of weights kept (``6.36 %`` for 0.9364)."""
+    return f"{100 * (1 - sparsity):.2f} %"
+
+
+def pivot_markdown(
+    table: Sequence[dict[str, Any]],
+    value: str,
+    *,
+    model: str | None = None,
+    labels: Sequence[str] | None = None,
+    digits: int = 2,
+) -> str:
+    """Methods as rows, sparsity levels as columns (``% left``), ``value`` as mean ± std in percent.
+
+    ``table`` is `aggregate` output; the dense row is left out (quote it separately). ``labels``
+    picks and orders the rows (default: every label, in ``table`` order); a missing cell reads ``–``.
+    """
+    entries = [e for e in table if e["label"] != "dense" and (model is None or e["model"] == model)]
+    labels = list(labels) if labels is not None else list(dict.fromkeys(e["label"] for e in entries))
+    entries = [e for e in entries if e["label"] in labels]
+    levels = sorted({e["sparsity"] for e in entries})
+    by_key = {(e["label"], e["sparsity"]): e for e in entries}
+    lines = [
+        "| method | " + " | ".join(percent_left(level) for level in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    for label in labels:
+        cells = []
+        for level in levels:
+            entry = by_key.get((label, level))
+            stats = entry.get(value) if entry is not None else None
+            cells.append("–" if stats is None else f"{100 * stats[0]:.{digits}f} ± {100 * stats[1]:.{digits}f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

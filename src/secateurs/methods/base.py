@@ -22,17 +22,18 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
 from secateurs.data.types import Splits
 from secateurs.errors import ConfigError, UsageError
 from secateurs.registry import Registry
 from secateurs.scoring import SCORERS
-from secateurs.scoring.base import LossFn, ScoreContext
+from secateurs.scoring.base import LossFn, ScoreContext, weight
 from secateurs.sparsity.allocate import select
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.masks import MaskStore
+from secateurs.sparsity.rates import layer_targets, nominal_sparsity
 from secateurs.sparsity.targets import prunable_names
 from secateurs.train.config import TrainConfig
 
@@ -53,6 +54,19 @@ class PruneConfig(BaseModel):
     min_keep: int = Field(1, ge=0)
     exclude: tuple[str, ...] = ()
     options: dict[str, Any] = Field(default_factory=dict)
+    rates: tuple[float, ...] | None = None
+    """Per-layer rates p_i of one round, in prunable-layer order (LAP's protocol, `sparsity.rates`):
+    layer i loses 1 − (1 − p_i)^rounds. ``sparsity`` is then left out (it reads 0); a global scope
+    prunes to the size-weighted mean of the layer targets. Only methods with ``supports_rates``."""
+    rounds: int = Field(1, ge=1)
+    """How many rounds of ``rates`` (the paper's iteration index ``it``); needs ``rates``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rates_imply_sparsity(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("rates") is not None and "sparsity" not in data:
+            return {**data, "sparsity": 0.0}
+        return data
 
     @field_validator("sparsity")
     @classmethod
@@ -60,6 +74,20 @@ class PruneConfig(BaseModel):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"sparsity must be in [0, 1) (the fraction removed), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _check_rates(self) -> PruneConfig:
+        if self.rates is None:
+            if self.rounds != 1:
+                raise ValueError(f"rounds ({self.rounds}) needs a per-layer rate list 'rates'")
+            return self
+        if self.sparsity != 0.0:
+            raise ValueError(f"give either sparsity ({self.sparsity}) or rates, not both: rates set every target")
+        if any(not 0.0 <= rate < 1.0 for rate in self.rates):
+            raise ValueError(f"every rate must be in [0, 1) (the fraction removed per round), got {list(self.rates)}")
+        if self.method in METHODS and not METHODS.get(self.method).supports_rates:
+            raise ValueError(f"method {self.method!r} does not take per-layer rates (use 'sparsity')")
+        return self
 
 
 class NoOptions(BaseModel):
@@ -117,6 +145,8 @@ class Method(ABC):
     trains: ClassVar[bool] = False
     needs_data: ClassVar[bool] = False
     default_scope: ClassVar[Literal["layerwise", "global"]] = "layerwise"
+    supports_rates: ClassVar[bool] = False
+    """Whether the method honours `PruneConfig.rates` / ``rounds`` (per-layer rate protocols)."""
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def parse_options(self, raw: Mapping[str, Any]) -> BaseModel:
@@ -161,9 +191,14 @@ class ScoreAndSelect(Method):
 
     Existing masks are respected: removed entries stay removed (their score is ``-inf``), so calling
     it again with a higher sparsity prunes further (the iterative protocols rely on this).
+
+    Targets: ``config.sparsity`` (one value, or what `sparsities` returns), or, with ``config.rates``,
+    one target per layer, 1 − (1 − p_i)^rounds, for every method built on this class (magnitude,
+    random, lap, …); a global scope then prunes to their size-weighted mean (`sparsity.rates`).
     """
 
     kind = "unstructured"
+    supports_rates = True
     scorer: ClassVar[str]
     normalize: ClassVar[str] = "none"
 
@@ -179,25 +214,55 @@ class ScoreAndSelect(Method):
         return prunable_names(model, exclude=config.exclude)
 
     def sparsities(self, names: Sequence[str], config: PruneConfig, options: BaseModel) -> float | dict[str, float]:
-        """The target per tensor (one value by default; LAP's protocols give one per layer)."""
+        """The target per tensor when no ``rates`` are given (one value by default)."""
         return config.sparsity
 
-    def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
-        names = self.targets(model, config, options)
-        masks = MaskStore.attached(model)
-        alive = {name: masks.get(name) for name in names if name in masks}
+    def layer_targets(
+        self, model: nn.Module, names: Sequence[str], config: PruneConfig, options: BaseModel
+    ) -> tuple[float | dict[str, float], dict[str, Any]]:
+        """The selection target(s) and, for a rate protocol, its description for ``info["protocol"]``."""
+        if config.rates is None:
+            return self.sparsities(names, config, options), {}
+        targets = layer_targets(config.rates, names, config.rounds)
+        sizes = {name: weight(model, name).numel() for name in names}
+        nominal = nominal_sparsity(targets, sizes)
+        protocol = {"rates": list(config.rates), "rounds": config.rounds, "layers": targets, "target_sparsity": nominal}
+        return (nominal if self.scope(config) == "global" else targets), {"protocol": protocol}
+
+    def choose(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        sparsity: float | dict[str, float],
+        alive: dict[str, torch.Tensor],
+        config: PruneConfig,
+        options: BaseModel,
+        context: PruneContext,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], float]:
+        """Score, then select: the keep-masks, the scorer's diagnostics and the scoring seconds.
+
+        Sequential methods (LAP-forward/backward) override this to interleave scoring and selection.
+        """
         started = time.perf_counter()
         scores, info = self.scores(model, names, options, context)
         score_seconds = time.perf_counter() - started
         chosen = select(
             scores,
-            self.sparsities(names, config, options),
+            sparsity,
             lookup_granularity(config.granularity),
             scope=self.scope(config),
             alive=alive,
             min_keep=config.min_keep,
             normalize=self.normalize,
         )
+        return chosen, info, score_seconds
+
+    def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
+        names = self.targets(model, config, options)
+        masks = MaskStore.attached(model)
+        alive = {name: masks.get(name) for name in names if name in masks}
+        sparsity, protocol = self.layer_targets(model, names, config, options)
+        chosen, info, score_seconds = self.choose(model, names, sparsity, alive, config, options, context)
         masks.update_(chosen)
-        info = {**info, "layers": {name: list(masks.counts()[name]) for name in names}}
+        info = {**info, **protocol, "layers": {name: list(masks.counts()[name]) for name in names}}
         return PruneOutcome(model=model, masks=masks, info=info, score_seconds=score_seconds)
