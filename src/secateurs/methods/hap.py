@@ -27,7 +27,11 @@ Deliberate deviations from the paper's code (METHODS.md §2.5):
   inverted check is not reproduced, §2.5 item 10); Linear layers stay in the ranking (the code drops
   them in implant mode) but never take implants; implants go to the channels of the ρ share with the
   highest scores among layers whose filters are all plain Conv2d. Implants are zero-initialised
-  including their bias (when the layer has one).
+  including their bias (when the layer has one); ``implant_init: centre`` starts them from the
+  centre tap of the replaced kernel instead (the code's unused alternative). Found here: a
+  zero-initialised implant followed by batch norm and ReLU gets no gradient in training mode when
+  the channel's BN bias β ≤ 0 (BN maps the all-zero channel to β, and ReLU's gradient at β ≤ 0 is
+  0), so such implants stay zero; implants on residual streams (BN output + shortcut) do train.
 * **Data**: the first ``--calibration`` training images (512 by default), normalised, un-augmented;
   selection and reporting use the validation split, not the test set.
 
@@ -72,6 +76,8 @@ class HapOptions(ChannelOptions):
     """What to do with negative trace estimates (see the module docstring)."""
     implant_ratio: float = Field(0.0, ge=0, lt=1)
     """ρ: share of the channels HAP would remove that become 1×1 implants instead."""
+    implant_init: Literal["zero", "centre"] = "zero"
+    """How implants start: zero (the paper) or the centre tap of the replaced kernel."""
     trace_cache: str | None = None
     """Directory memoising trace estimates (content-hashed); None: off."""
 
@@ -99,7 +105,9 @@ def member_traces(member: Member, traces: dict[str, torch.Tensor], per_entry: bo
     if isinstance(module, ImplantedConv2d):
         if per_entry:
             kept = torch.full((module.kept.out_channels,), float(module.kept.weight[0].numel()), dtype=torch.float64)
-            small = torch.full((module.implant.out_channels,), float(module.implant.weight[0].numel()), dtype=torch.float64)
+            small = torch.full(
+                (module.implant.out_channels,), float(module.implant.weight[0].numel()), dtype=torch.float64
+            )
         else:
             kept, small = traces[f"{member.name}.kept"], traces[f"{member.name}.implant"]
         return torch.cat([kept, small]).index_select(0, module.order)[member.indices]
@@ -112,7 +120,9 @@ def member_traces(member: Member, traces: dict[str, torch.Tensor], per_entry: bo
 
 class Hap(ChannelPruning):
     name = "hap"
-    description = "Hessian-aware channel pruning: Tr(H_cc)/n_c·‖w_c‖² by Hutchinson, global; implant_ratio for 1×1 implants"
+    description = (
+        "Hessian-aware channel pruning: Tr(H_cc)/n_c·‖w_c‖² by Hutchinson, global; implant_ratio for 1×1 implants"
+    )
     paper = "arXiv 2101.08940"
     needs_data = True
     Options = HapOptions
@@ -146,7 +156,10 @@ class Hap(ChannelPruning):
                 )
             scores.append(channel_sums(group, parts))
         relative = torch.cat(
-            [(e / t.abs().clamp_min(1e-30)) for t, e in zip(traces.traces.values(), traces.standard_errors.values(), strict=True)]
+            [
+                (e / t.abs().clamp_min(1e-30))
+                for t, e in zip(traces.traces.values(), traces.standard_errors.values(), strict=True)
+            ]
         )
         info = {
             "probes": traces.probes,
@@ -224,7 +237,9 @@ def cached_traces(
         traces = {k.removeprefix("trace:"): v for k, v in tensors.items() if k.startswith("trace:")}
         errors = {k.removeprefix("error:"): v for k, v in tensors.items() if k.startswith("error:")}
         return (
-            ChannelTraces(traces, errors, record["probes"], record["seconds"], record["hvp_seconds"], record["changes"]),
+            ChannelTraces(
+                traces, errors, record["probes"], record["seconds"], record["hvp_seconds"], record["changes"]
+            ),
             "hit",
         )
     result = hutchinson_channel_traces(model, batches, context.loss_fn, context.generator, config)
@@ -235,7 +250,12 @@ def cached_traces(
     save_tensors(path, tensors)
     atomic_write_json(
         meta,
-        {"probes": result.probes, "seconds": result.seconds, "hvp_seconds": result.hvp_seconds, "changes": result.changes},
+        {
+            "probes": result.probes,
+            "seconds": result.seconds,
+            "hvp_seconds": result.hvp_seconds,
+            "changes": result.changes,
+        },
     )
     return result, "miss"
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +32,7 @@ from secateurs.errors import ConfigError, StructureError
 from secateurs.methods.base import Method, PruneConfig, PruneContext, PruneOutcome
 from secateurs.metrics.counts import count_macs, count_params
 from secateurs.sparsity.masks import baked_copy
-from secateurs.structure.allocate import AllocationConfig, Allocation, GroupScores, fixed_channels, search
+from secateurs.structure.allocate import Allocation, AllocationConfig, GroupScores, fixed_channels, search
 from secateurs.structure.costs import SizeModel
 from secateurs.structure.groups import ChannelGraph, ChannelGroup, channel_graph
 from secateurs.structure.plan import plan_of
@@ -60,7 +60,7 @@ class ChannelPruning(Method):
     """Base of the structured methods: subclasses provide `channel_scores` (and may add implants)."""
 
     kind = "structured"
-    default_scope = "global"
+    default_scope: ClassVar[Literal["layerwise", "global"]] = "global"
     Options = ChannelOptions
 
     @abstractmethod
@@ -107,7 +107,9 @@ class ChannelPruning(Method):
 
         def cost(unit_masks: list[torch.Tensor]) -> float:
             size = sizes.size(*split(unit_masks))
-            kept, before = (size.macs, sizes.original.macs) if config.target == "macs" else (size.params, sizes.original.params)
+            kept, before = (
+                (size.macs, sizes.original.macs) if config.target == "macs" else (size.params, sizes.original.params)
+            )
             return 1.0 - kept / before
 
         allocation: Allocation = (
@@ -116,9 +118,18 @@ class ChannelPruning(Method):
             else search(specs, config.sparsity, allocation_config, cost, quantity=config.target)
         )
         removed, implanted = split(allocation.masks)
-        plan = removal_plan(graph.groups, removed, implanted, previous=plan_of(work))
+        plan = removal_plan(
+            graph.groups,
+            removed,
+            implanted,
+            previous=plan_of(work),
+            implant_init=getattr(options, "implant_init", "zero"),
+        )
         pruned = apply_plan(work, plan, context.example_inputs)
         info.update(self._report(graph, groups, removed, implanted, pruned, sizes, config, allocation, input_shape))
+        info["implanted_filters"] = sum(
+            len(s["implanted"]) for s in plan["steps"][len(plan_of(work)) :] if s.get("kind") == "implant"
+        )
         return PruneOutcome(model=pruned, plan=plan, info=info, score_seconds=score_seconds)
 
     def _report(
@@ -149,7 +160,11 @@ class ChannelPruning(Method):
             "macs": macs,
             "implanted_channels": implants,
             "groups": {
-                g.root: {"channels": g.channels, "removed": int(removed[g.root].sum()), "implanted": int(implanted[g.root].sum()) if g.root in implanted else 0}
+                g.root: {
+                    "channels": g.channels,
+                    "removed": int(removed[g.root].sum()),
+                    "implanted": int(implanted[g.root].sum()) if g.root in implanted else 0,
+                }
                 for g in groups
             },
             "frozen": graph.frozen(),

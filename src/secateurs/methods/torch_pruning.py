@@ -50,7 +50,7 @@ from secateurs.structure.plan import plan_of
 from secateurs.structure.surgery import apply_plan, removal_plan
 
 
-class CorrectedHessianImportance(tp.importance.GroupHessianImportance):  # type: ignore[misc]
+class CorrectedHessianImportance(tp.importance.GroupHessianImportance):
     """``GroupHessianImportance`` whose accumulator really sums the squared per-sample gradients."""
 
     def accumulate_grad(self, model: nn.Module) -> None:
@@ -66,7 +66,7 @@ class CorrectedHessianImportance(tp.importance.GroupHessianImportance):  # type:
                 self._counter[parameter] = 1
 
 
-class PrecomputedImportance(tp.importance.Importance):  # type: ignore[misc]
+class PrecomputedImportance(tp.importance.Importance):
     """Replays importances computed once, looked up by the group's root layer name."""
 
     def __init__(self, by_root: dict[str, torch.Tensor], names: dict[nn.Module, str]) -> None:

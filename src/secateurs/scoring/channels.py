@@ -37,8 +37,7 @@ def filter_scores(groups: Sequence[ChannelGroup], row_score: RowScore) -> list[t
     with torch.no_grad():
         weights = layouts(groups)
         return [
-            channel_sums(group, ((m, row_score(rows)) for m, rows in member_slices(group, weights)))
-            for group in groups
+            channel_sums(group, ((m, row_score(rows)) for m, rows in member_slices(group, weights))) for group in groups
         ]
 
 

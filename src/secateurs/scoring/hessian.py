@@ -58,6 +58,15 @@ def hessian_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
+def layer_weights(layers: Sequence[tuple[str, nn.Module]]) -> list[torch.Tensor]:
+    weights = []
+    for _, module in layers:
+        weight = module.weight
+        assert isinstance(weight, torch.Tensor)
+        weights.append(weight)
+    return weights
+
+
 def rademacher(shape: torch.Size, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     """A tensor of i.i.d. ±1 entries drawn from ``generator``."""
     return torch.randint(0, 2, tuple(shape), generator=generator).to(dtype).mul_(2).sub_(1)
@@ -65,7 +74,10 @@ def rademacher(shape: torch.Size, generator: torch.Generator, dtype: torch.dtype
 
 def prepared_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy with masks baked in and contiguous parameters (``model`` untouched)."""
-    work = baked_copy(model).to(memory_format=torch.contiguous_format)
+    work = baked_copy(model)
+    with torch.no_grad():
+        for tensor in [*work.parameters(), *work.buffers()]:
+            tensor.data = tensor.data.contiguous()
     work.eval()
     return work
 
@@ -95,7 +107,7 @@ def hutchinson_channel_traces(
     started = time.perf_counter()
     work = prepared_copy(model)
     layers = hessian_layers(work)
-    weights = [m.weight for _, m in layers]
+    weights = layer_weights(layers)
     with torch.enable_grad():
         gradient = mean_loss_gradient(work, weights, batches, loss_fn)
         sizes = [w.shape[0] for w in weights]
@@ -155,7 +167,7 @@ def exact_channel_traces(
     """Exact Tr(H_cc) per output channel by one unit-vector HVP per weight entry (tiny models only)."""
     work = prepared_copy(model)
     layers = hessian_layers(work)
-    weights = [m.weight for _, m in layers]
+    weights = layer_weights(layers)
     result: dict[str, torch.Tensor] = {}
     with torch.enable_grad():
         gradient = mean_loss_gradient(work, weights, batches, loss_fn)
@@ -181,7 +193,7 @@ def hvp_baseline_seconds(
     reference for `hutchinson_channel_traces`: same copy, same data, nothing per channel)."""
     started = time.perf_counter()
     work = prepared_copy(model)
-    weights = [m.weight for _, m in hessian_layers(work)]
+    weights = layer_weights(hessian_layers(work))
     with torch.enable_grad():
         gradient = mean_loss_gradient(work, weights, batches, loss_fn)
         for _ in range(count):
@@ -193,7 +205,8 @@ def hvp_baseline_seconds(
 def relative_standard_error(traces: ChannelTraces) -> float:
     """Median over channels of standard error / |estimate| (the spread the run records)."""
     ratios = [
-        (error / trace.abs().clamp_min(1e-30)) for trace, error in zip(traces.traces.values(), traces.standard_errors.values(), strict=True)
+        (error / trace.abs().clamp_min(1e-30))
+        for trace, error in zip(traces.traces.values(), traces.standard_errors.values(), strict=True)
     ]
     joined = torch.cat(ratios) if ratios else torch.zeros(1)
     value = float(joined.median())

@@ -99,22 +99,26 @@ def layerwise_counts(groups: Sequence[GroupScores], ratio: float, config: Alloca
 
 
 def rounded_counts(groups: Sequence[GroupScores], counts: Sequence[int], config: AllocationConfig) -> list[int]:
-    """Adjust unit counts so each group keeps a multiple of ``round_to`` channels where possible."""
+    """Move each group that loses channels to the nearest kept count that is a multiple of ``round_to``.
+
+    Only counts the cap and the minimum allow are considered; a group keeps its count when none of
+    them is a multiple (tied units), and a group that loses nothing is left alone.
+    """
     if config.round_to <= 1:
         return list(counts)
     result = []
     for group, count in zip(groups, counts, strict=True):
+        if count == 0:
+            result.append(0)
+            continue
         cumulative = [0, *torch.cumsum(group.sizes[ascending(group)], 0).tolist()]
-        allowed = removable_units(group, config)
         kept = group.channels - cumulative[count]
-        target_kept = min(group.channels, max(config.round_to, round(kept / config.round_to) * config.round_to))
-        best = count
-        for candidate in range(allowed + 1):
-            if abs(group.channels - cumulative[candidate] - target_kept) < abs(
-                group.channels - cumulative[best] - target_kept
-            ):
-                best = candidate
-        result.append(best)
+        options = [
+            candidate
+            for candidate in range(removable_units(group, config) + 1)
+            if (group.channels - cumulative[candidate]) % config.round_to == 0
+        ]
+        result.append(min(options, key=lambda c: (abs(group.channels - cumulative[c] - kept), c)) if options else count)
     return result
 
 

@@ -135,7 +135,7 @@ def _layer_size(module: nn.Module, out_gone: torch.Tensor, new_implants: int, in
         implant_slots[module.implanted_slots()] = True
         implants = int((implant_slots & ~out_gone).sum())
         weight = ((kept_out - implants) * area + implants) * kept_in
-        biases = (kept_out if module.kept.bias is not None else 0)
+        biases = kept_out if module.kept.bias is not None else 0
         return weight + biases, weight
     assert isinstance(module, nn.Conv2d)
     area = module.kernel_size[0] * module.kernel_size[1]
@@ -145,4 +145,3 @@ def _layer_size(module: nn.Module, out_gone: torch.Tensor, new_implants: int, in
         kept_in = module.in_channels - in_gone
         weight = (kept_out - new_implants) * (kept_in // module.groups) * area + new_implants * kept_in
     return weight + bias, weight
-

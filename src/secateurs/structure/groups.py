@@ -115,6 +115,9 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.Dependency
     """Torch-Pruning's dependency graph of ``model`` (training flags restored); tracing failures are
     a `StructureError`."""
     flags = {module: module.training for module in model.modules()}
+    implants = [m for m in model.modules() if isinstance(m, ImplantedConv2d)]
+    for implant in implants:
+        implant.opaque = True
     try:
         with torch.enable_grad(), warnings_silenced():
             graph = tp.DependencyGraph().build_dependency(
@@ -124,12 +127,14 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.Dependency
                 output_transform=_checked_output,
                 verbose=False,
             )
-    except Exception as error:  # noqa: BLE001 - anything the tracer raises means "cannot trace"
+    except Exception as error:
         reason = str(error) if isinstance(error, StructureError) else f"{type(error).__name__}: {error}"
         raise StructureError(f"Torch-Pruning cannot trace {type(model).__name__}: {reason}".strip()) from None
     finally:
         for module, training in flags.items():
             module.training = training
+        for implant in implants:
+            implant.opaque = False
     return graph
 
 
@@ -160,7 +165,9 @@ def channel_graph(model: nn.Module, example_inputs: torch.Tensor, *, exclude: Se
     """
     graph = build_graph(model, example_inputs)
     names = {module: name for name, module in model.named_modules()}
-    leaves = [name for name, m in model.named_modules() if isinstance(m, ROOT_TYPES) and not _inside_implant(name, model)]
+    leaves = [
+        name for name, m in model.named_modules() if isinstance(m, ROOT_TYPES) and not _inside_implant(name, model)
+    ]
     traced = {names.get(m) for m in graph.module2node if isinstance(m, nn.Module)}
     untraced = [name for name in leaves if name not in traced]
     if leaves and len(untraced) == len(leaves):
@@ -185,7 +192,9 @@ def _inside_implant(name: str, model: nn.Module) -> bool:
     return False
 
 
-def _convert(graph: tp.DependencyGraph, tp_group: Any, names: Mapping[nn.Module, str], exclude: Sequence[str]) -> ChannelGroup:
+def _convert(
+    graph: tp.DependencyGraph, tp_group: Any, names: Mapping[nn.Module, str], exclude: Sequence[str]
+) -> ChannelGroup:
     root_module = tp_group[0].dep.target.module
     root = names[root_module]
     channels = int(graph.get_out_channels(root_module))
@@ -196,7 +205,9 @@ def _convert(graph: tp.DependencyGraph, tp_group: Any, names: Mapping[nn.Module,
         module = dep.target.module
         role: Role = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
         if role == "out" and not dep.target.outputs:
-            frozen = frozen or f"its channels reach the model output (through {names.get(module, type(module).__name__)})"
+            frozen = (
+                frozen or f"its channels reach the model output (through {names.get(module, type(module).__name__)})"
+            )
         if not isinstance(module, nn.Module):
             raise StructureError(
                 f"group of {root!r} couples a bare parameter of shape {tuple(module.shape)}; no handler for it "

@@ -86,11 +86,18 @@ class ImplantedConv2d(nn.Module):
         self.kept = kept
         self.implant = implant
         self.crop = (int(crop[0]), int(crop[1]))
+        self.opaque = False
+        """True only while a dependency graph is traced (see `_traceable_forward`)."""
         self.register_buffer("order", _order(slots, implanted, kept.weight.device), persistent=False)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, implanted: Sequence[int], *, name: str = "conv") -> ImplantedConv2d:
-        """Replace slots ``implanted`` of ``conv`` by zero-initialised 1×1 implants (``conv`` untouched).
+    def from_conv(
+        cls, conv: nn.Conv2d, implanted: Sequence[int], *, name: str = "conv", init: str = "zero"
+    ) -> ImplantedConv2d:
+        """Replace slots ``implanted`` of ``conv`` by 1×1 implants (``conv`` untouched).
+
+        ``init``: ``zero`` (the paper: weights and bias 0) or ``centre`` (the centre tap of the
+        original kernel and its bias, the released code's unused alternative).
 
         Raises `StructureError` naming ``name`` when the layer cannot take implants (grouped, even
         kernel, non-zero padding mode) or when every slot or no slot would be implanted.
@@ -121,6 +128,15 @@ class ImplantedConv2d(nn.Module):
         nn.init.zeros_(implant.weight)
         if implant.bias is not None:
             nn.init.zeros_(implant.bias)
+        if init == "centre":
+            index = torch.tensor(slots, dtype=torch.long, device=conv.weight.device)
+            with torch.no_grad():
+                centre = conv.weight.index_select(0, index)[:, :, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2]
+                implant.weight.copy_(centre[:, :, None, None])
+                if implant.bias is not None and conv.bias is not None:
+                    implant.bias.copy_(conv.bias.index_select(0, index))
+        elif init != "zero":
+            raise StructureError(f"implant init must be 'zero' or 'centre', got {init!r}")
         return cls(_subset_conv(conv, kept_rows), implant, slots, crop)
 
     @property
@@ -142,12 +158,34 @@ class ImplantedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The k×k outputs and the implant outputs, interleaved back into slot order."""
+        if self.opaque:
+            return self._traceable_forward(x)
         crop_h, crop_w = self.crop
         source = x
         if crop_h or crop_w:
             source = x[:, :, crop_h : x.shape[2] - crop_h, crop_w : x.shape[3] - crop_w]
         combined = torch.cat([self.kept(x), self.implant(source)], dim=1)
         return combined.index_select(1, self.order)
+
+    def _traceable_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same output as one convolution with the (detached) equivalent kernel.
+
+        Used while Torch-Pruning traces the model: its tracer walks the autograd graph, and the
+        concatenation inside the real forward would look like a concat of two copies of the input
+        channels. One opaque convolution makes the layer look like an ordinary Conv2d node.
+        """
+        kept = self.kept
+        bias = None
+        if kept.bias is not None and self.implant.bias is not None:
+            bias = torch.cat([kept.bias, self.implant.bias]).index_select(0, self.order).detach()
+        return nn.functional.conv2d(
+            x,
+            self.effective_weight().detach(),
+            bias,
+            kept.stride,
+            kept.padding,
+            kept.dilation,
+        )
 
     def effective_weight(self) -> torch.Tensor:
         """The equivalent dense k×k kernel (C_out, C_in, kh, kw): implants sit at the centre tap."""

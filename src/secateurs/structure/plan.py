@@ -4,15 +4,18 @@ Format ``secateurs-plan/1``::
 
     {"format": "secateurs-plan/1",
      "steps": [{"root": "stages.0.0.conv1", "channels": 16, "removed": [3, 7]},
-               {"kind": "implant", "layer": "stages.0.0.conv1", "channels": 14, "implanted": [2, 9]}]}
+               {"kind": "implant", "layer": "stages.0.0.conv1", "channels": 14,
+                "implanted": [2, 9], "init": "zero"}]}
 
 A *remove* step (``kind`` absent or ``"remove"``) names the root layer of a coupled channel group
-(Torch-Pruning's dependency graph), its output-channel count before the step, and the output channels
-removed; Torch-Pruning removes them from every coupled layer. An *implant* step replaces the k×k
-filters of output channels ``implanted`` of the ``nn.Conv2d`` ``layer`` (``channels`` output channels
-at that point) by zero-initialised 1×1 implants (`ImplantedConv2d`). Steps are applied in order, and
-indices refer to the model as left by the previous steps. Replaying the steps on the registry's fresh
-model reproduces the pruned architecture exactly; the weights then come from ``model.safetensors``.
+(Torch-Pruning's dependency graph), its output-channel count before the step, and the output
+channels removed; Torch-Pruning removes them from every coupled layer. An *implant* step replaces
+the k×k filters of output channels ``implanted`` of the ``nn.Conv2d`` ``layer`` (``channels`` output
+channels at that point) by 1×1 implants (`ImplantedConv2d`) initialised as ``init`` says (``zero``,
+the default, or ``centre``: the centre tap of the replaced kernel). Steps are applied in order, and
+indices refer to the model as left by the previous steps. Replaying the steps on the registry's
+fresh model reproduces the pruned architecture exactly; the weights then come from
+``model.safetensors``.
 
 The plan of a model is also kept on the model (`plan_of`), so pruning an already pruned model again
 yields a plan that replays both stages.
@@ -127,7 +130,7 @@ def _implant(model: nn.Module, step: dict[str, Any], index: int) -> None:
             f"the plan expects {channels}"
         )
     try:
-        replacement = ImplantedConv2d.from_conv(layer, implanted, name=name)
+        replacement = ImplantedConv2d.from_conv(layer, implanted, name=name, init=str(step.get("init", "zero")))
     except StructureError as error:
         raise RunDirError(f"plan.json step {index}: {error}") from None
     replace_module(model, name, replacement)

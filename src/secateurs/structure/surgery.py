@@ -41,12 +41,13 @@ def removal_plan(
     implanted: Mapping[str, torch.Tensor] | None = None,
     *,
     previous: Sequence[dict[str, Any]] = (),
+    implant_init: str = "zero",
 ) -> dict[str, Any]:
     """A plan removing ``removed[root]`` (boolean per channel) from each group, then implanting.
 
     ``implanted[root]`` marks kept channels whose filters become 1×1 implants; their indices in the
     implant steps are renumbered after the removals. ``previous`` steps (an earlier pruning of the
-    same model) come first.
+    same model) come first. ``implant_init`` is how implants start (`ImplantedConv2d.from_conv`).
     """
     implanted = implanted or {}
     steps: list[dict[str, Any]] = list(previous)
@@ -81,6 +82,7 @@ def removal_plan(
                     "layer": member.name,
                     "channels": conv.out_channels - len(removed_indices),
                     "implanted": sorted(renumbered),
+                    "init": implant_init,
                 }
             )
     return make_plan(steps)
@@ -96,19 +98,21 @@ def _check_mask(group: ChannelGroup, mask: torch.Tensor, what: str) -> None:
 def apply_plan(model: nn.Module, plan: dict[str, Any], example_inputs: torch.Tensor) -> nn.Module:
     """A physically pruned copy of ``model`` (which is not changed), checked by one forward pass.
 
-    The copy starts from ``model``'s own unpruned state: steps of an earlier pruning that are
-    already in ``plan`` (see `plan_of`) are not applied twice.
+    When ``plan`` starts with the steps that already produced ``model`` (`plan_of`, as plans from
+    `removal_plan(..., previous=plan_of(model))` do), those are not applied twice.
     """
-    done = len(plan_of(model))
+    previous = plan_of(model)
+    steps = list(plan["steps"])
+    if previous and steps[: len(previous)] == previous:
+        steps = steps[len(previous) :]
     clone = copy.deepcopy(model)
-    own = {**plan, "steps": list(plan["steps"])[done:]}
-    replay_plan(clone, own, example_inputs)
+    replay_plan(clone, {**plan, "steps": steps}, example_inputs)
     flags = {module: module.training for module in clone.modules()}
     clone.eval()
     try:
         with torch.no_grad():
             clone(example_inputs)
-    except Exception as error:  # noqa: BLE001 - any failure means the coupling was not traced right
+    except Exception as error:
         raise StructureError(
             f"the pruned {type(model).__name__} fails its forward pass ({type(error).__name__}: {error}); "
             "Torch-Pruning missed a coupling in this model"
@@ -133,7 +137,9 @@ def removal_masks(groups: Sequence[ChannelGroup], removed: Mapping[str, torch.Te
             continue
         for member, rows in member_slices(group, _positions(weights), roles=("out", "in"), kinds=("filter",)):
             if type(member.module) not in (nn.Conv2d, nn.Linear):
-                raise StructureError(f"layer {member.name!r}: masks cannot express removals in a {type(member.module).__name__}")
+                raise StructureError(
+                    f"layer {member.name!r}: masks cannot express removals in a {type(member.module).__name__}"
+                )
             keep = masks.setdefault(f"{member.name}.weight", torch.ones_like(weights[member.name], dtype=torch.bool))
             gone = rows[mask[member.channels]].reshape(-1)
             keep.view(-1)[gone] = False
