@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig
+from secateurs.errors import StructureError
 from secateurs.io.rundir import load_run
 from secateurs.methods.base import PruneConfig
 from secateurs.structure.implant import ImplantedConv2d
@@ -51,6 +52,15 @@ def test_hap_run_with_implants_reloads_and_remeasures_identically(tmp_path: Path
     assert any(isinstance(m, ImplantedConv2d) for m in run.model.modules())
     implants = [m.implant.weight.detach() for m in run.model.modules() if isinstance(m, ImplantedConv2d)]
     assert any(float(w.abs().sum()) > 0 for w in implants)  # fine-tuning trained zero-initialised implants
+    with pytest.raises(StructureError, match=r"cannot remove 0\.9950 of the params"):
+        prune_run(
+            tmp_path / "dense",
+            PruneConfig(method="l2-filter", sparsity=0.995, scope="global"),
+            None,
+            seed=0,
+            options=RunOptions(out=tmp_path / "too-much", measure=measure),
+        )
+    assert not (tmp_path / "too-much").exists() and not list(tmp_path.glob(".too-much*"))
     again = evaluate_run(tmp_path / "hap")
     assert again["val_accuracy"] == info["metrics"]["val_accuracy"]
     assert again["params"] == info["metrics"]["params"] and again["macs"] == info["metrics"]["macs"]

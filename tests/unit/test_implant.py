@@ -221,3 +221,26 @@ def test_implant_steps_that_do_not_match_the_model_are_named() -> None:
     }
     with pytest.raises(RunDirError, match=r"layer 'stem.0' has 16 output channels, the plan expects 8"):
         replay_plan(model, wrong, torch.zeros(1, 1, 8, 8))
+
+
+def test_implant_mode_respects_the_cap_on_removed_plus_implanted_channels() -> None:
+    torch.manual_seed(3)
+    model = build_model("resnet8", (1, 8, 8), 4)
+    inputs = torch.randn(16, 1, 8, 8)
+    result = sec.prune(
+        model,
+        "hap",
+        0.9,
+        example_inputs=inputs[:2],
+        data=[(inputs, torch.arange(16) % 4)],
+        target="channels",
+        probes=3,
+        implant_ratio=0.3,
+    )
+    groups = result.info["groups"]
+    assert any(g["removed"] + g["implanted"] == int(0.95 * g["channels"]) for g in groups.values())
+    for group in groups.values():
+        assert group["removed"] + group["implanted"] <= int(0.95 * group["channels"])
+    for module in result.model.modules():
+        if isinstance(module, ImplantedConv2d):
+            assert module.kept.out_channels >= 1

@@ -166,3 +166,18 @@ class WithLayerNorm(nn.Module):
 def test_a_coupled_layer_without_handler_is_named() -> None:
     with pytest.raises(StructureError, match=r"layer 'norm' \(LayerNorm\).*no channel handler; accepted"):
         channel_graph(WithLayerNorm(), torch.zeros(2, 1, 2, 3))
+
+
+def test_removing_every_channel_of_a_layer_is_refused_before_any_change() -> None:
+    from secateurs.structure.surgery import removal_plan
+
+    model = ConvBnNet()
+    graph = channel_graph(model, torch.zeros(2, 1, 4, 4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(StructureError, match="removing all 3 channels of 'conv1' would empty the layer"):
+        removal_plan(graph.groups, {"conv1": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(
+        StructureError, match="group 'classifier' may not be pruned: its channels reach the model output"
+    ):
+        removal_plan(graph.groups, {"classifier": torch.tensor([True, False, False, False])})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
