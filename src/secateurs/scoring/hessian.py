@@ -51,6 +51,8 @@ class ChannelTraces:
     hvp_seconds: float
     changes: list[float] = field(default_factory=list)
     """Relative change of the running means after each probe (from the second on)."""
+    setup_seconds: float = 0.0
+    """Copying the model and building the gradient with its graph (a plain HVP loop needs it too)."""
 
 
 def hessian_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -110,6 +112,7 @@ def hutchinson_channel_traces(
     weights = layer_weights(layers)
     with torch.enable_grad():
         gradient = mean_loss_gradient(work, weights, batches, loss_fn)
+        setup_seconds = time.perf_counter() - started
         sizes = [w.shape[0] for w in weights]
         total = torch.zeros(sum(sizes), dtype=torch.float64)
         squares = torch.zeros_like(total)
@@ -148,6 +151,7 @@ def hutchinson_channel_traces(
         seconds=time.perf_counter() - started,
         hvp_seconds=hvp_seconds,
         changes=changes,
+        setup_seconds=setup_seconds,
     )
 
 
