@@ -126,7 +126,7 @@ class ChannelPruning(Method):
             implant_init=getattr(options, "implant_init", "zero"),
         )
         pruned = apply_plan(work, plan, context.example_inputs)
-        info.update(self._report(graph, groups, removed, implanted, pruned, sizes, config, allocation, input_shape))
+        info.update(self._report(graph, groups, removed, implanted, pruned, sizes, config, input_shape))
         info["implanted_filters"] = sum(
             len(s["implanted"]) for s in plan["steps"][len(plan_of(work)) :] if s.get("kind") == "implant"
         )
@@ -141,7 +141,6 @@ class ChannelPruning(Method):
         pruned: nn.Module,
         sizes: SizeModel,
         config: PruneConfig,
-        allocation: Allocation,
         input_shape: tuple[int, ...],
     ) -> dict[str, Any]:
         total = sum(g.channels for g in groups)
