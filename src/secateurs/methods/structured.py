@@ -1,0 +1,171 @@
+"""Structured (channel) pruning: score channel groups, allocate, remove channels physically.
+
+The shared pipeline of every ``kind = "structured"`` method of secateurs (``hap`` and its ablations,
+``l1-filter``, ``l2-filter``, ``taylor``, ``random-channel``):
+
+1. trace the model with Torch-Pruning's dependency graph into coupled channel groups
+   (`structure.groups`; the final classifier's outputs and excluded layers are frozen);
+2. score every channel of every prunable group (the subclass; timed into ``score_seconds``);
+3. allocate (`structure.allocate`): global or layer-wise ranking with the per-layer cap
+   ``max_layer_ratio`` (default 0.95), ``min_channels`` and ``round_to``; the target is
+   ``PruneConfig.target`` — ``params`` or ``macs`` (the allocator searches the channel count that
+   lands closest to ``sparsity``, counted exactly by `structure.costs.SizeModel`) or ``channels``
+   (``sparsity`` is the fraction of prunable channels, HAP's ratio r);
+4. build `plan.json` and replay it on a copy (`structure.surgery`): the returned model is physically
+   smaller, and exactly what `load_run` rebuilds. The input model is not modified.
+
+``info`` records the realised fractions of parameters, MACs and channels removed next to the target.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from secateurs.errors import ConfigError, StructureError
+from secateurs.methods.base import Method, PruneConfig, PruneContext, PruneOutcome
+from secateurs.metrics.counts import count_macs, count_params
+from secateurs.sparsity.masks import baked_copy
+from secateurs.structure.allocate import Allocation, AllocationConfig, GroupScores, fixed_channels, search
+from secateurs.structure.costs import SizeModel
+from secateurs.structure.groups import ChannelGraph, ChannelGroup, channel_graph
+from secateurs.structure.plan import plan_of
+from secateurs.structure.surgery import apply_plan, removal_plan
+
+GRANULARITIES = ("element", "channel", "filter")
+"""Accepted ``granularity`` values (structured methods always remove whole channels)."""
+
+
+class ChannelOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_layer_ratio: float = Field(0.95, gt=0, le=1)
+    """Never remove more than this fraction of a layer's channels."""
+    min_channels: int = Field(1, ge=1)
+    """Never keep fewer channels than this in a layer."""
+    round_to: int = Field(1, ge=1)
+    """Keep channel counts in multiples of this where possible."""
+
+
+Masks = dict[str, torch.Tensor]
+
+
+class ChannelPruning(Method):
+    """Base of the structured methods: subclasses provide `channel_scores` (and may add implants)."""
+
+    kind = "structured"
+    default_scope: ClassVar[Literal["layerwise", "global"]] = "global"
+    Options = ChannelOptions
+
+    @abstractmethod
+    def channel_scores(
+        self, model: nn.Module, groups: Sequence[ChannelGroup], options: Any, context: PruneContext
+    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
+        """One score per channel for each of ``groups`` (higher = kept first) and diagnostics."""
+
+    def implants(
+        self, groups: Sequence[ChannelGroup], specs: Sequence[GroupScores], chosen: Sequence[torch.Tensor], options: Any
+    ) -> Masks:
+        """Which of the chosen units become implants instead of being removed (none by default)."""
+        return {}
+
+    def apply(self, model: nn.Module, config: PruneConfig, options: Any, context: PruneContext) -> PruneOutcome:
+        if config.granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"method {self.name!r} removes whole channels; granularity {config.granularity!r} is not "
+                f"accepted ({', '.join(GRANULARITIES)})"
+            )
+        work = baked_copy(model)
+        graph = channel_graph(work, context.example_inputs, exclude=config.exclude)
+        groups = graph.prunable()
+        if not groups:
+            raise StructureError(f"{type(model).__name__} has no prunable channel group (frozen: {graph.frozen()})")
+        started = time.perf_counter()
+        scores, info = self.channel_scores(work, groups, options, context)
+        score_seconds = time.perf_counter() - started
+        specs = [GroupScores(g.root, g.unit_values(s), g.unit_sizes()) for g, s in zip(groups, scores, strict=True)]
+        allocation_config = AllocationConfig(
+            scope=self.scope(config),
+            max_layer_ratio=options.max_layer_ratio,
+            min_channels=max(options.min_channels, config.min_keep),
+            round_to=options.round_to,
+        )
+        input_shape = tuple(context.example_inputs.shape[1:])
+        sizes = SizeModel(graph, input_shape)
+
+        def split(unit_masks: Sequence[torch.Tensor]) -> tuple[Masks, Masks]:
+            chosen = {g.root: g.channels_of_units(m) for g, m in zip(groups, unit_masks, strict=True)}
+            implanted = self.implants(groups, specs, unit_masks, options)
+            removed = {root: mask & ~implanted.get(root, torch.zeros_like(mask)) for root, mask in chosen.items()}
+            return removed, implanted
+
+        def cost(unit_masks: list[torch.Tensor]) -> float:
+            size = sizes.size(*split(unit_masks))
+            kept, before = (
+                (size.macs, sizes.original.macs) if config.target == "macs" else (size.params, sizes.original.params)
+            )
+            return 1.0 - kept / before
+
+        allocation: Allocation = (
+            fixed_channels(specs, config.sparsity, allocation_config)
+            if config.target == "channels"
+            else search(specs, config.sparsity, allocation_config, cost, quantity=config.target)
+        )
+        removed, implanted = split(allocation.masks)
+        plan = removal_plan(
+            graph.groups,
+            removed,
+            implanted,
+            previous=plan_of(work),
+            implant_init=getattr(options, "implant_init", "zero"),
+        )
+        pruned = apply_plan(work, plan, context.example_inputs)
+        info.update(self._report(graph, groups, removed, implanted, pruned, sizes, config, input_shape))
+        info["implanted_filters"] = sum(
+            len(s["implanted"]) for s in plan["steps"][len(plan_of(work)) :] if s.get("kind") == "implant"
+        )
+        return PruneOutcome(model=pruned, plan=plan, info=info, score_seconds=score_seconds)
+
+    def _report(
+        self,
+        graph: ChannelGraph,
+        groups: Sequence[ChannelGroup],
+        removed: Masks,
+        implanted: Masks,
+        pruned: nn.Module,
+        sizes: SizeModel,
+        config: PruneConfig,
+        input_shape: tuple[int, ...],
+    ) -> dict[str, Any]:
+        total = sum(g.channels for g in groups)
+        gone = sum(int(m.sum()) for m in removed.values())
+        implants = sum(int(m.sum()) for m in implanted.values())
+        params, macs = count_params(pruned), count_macs(pruned, input_shape)
+        return {
+            "target": {"quantity": config.target, "sparsity": config.sparsity, "scope": self.scope(config)},
+            "realised": {
+                "params_removed": 1.0 - params / sizes.original.params,
+                "macs_removed": 1.0 - macs / sizes.original.macs,
+                "channels_removed": gone / total if total else 0.0,
+                "channel_ratio": (gone + implants) / total if total else 0.0,
+            },
+            "params": params,
+            "macs": macs,
+            "implanted_channels": implants,
+            "groups": {
+                g.root: {
+                    "channels": g.channels,
+                    "removed": int(removed[g.root].sum()),
+                    "implanted": int(implanted[g.root].sum()) if g.root in implanted else 0,
+                }
+                for g in groups
+            },
+            "frozen": graph.frozen(),
+            "untraced": graph.untraced,
+        }

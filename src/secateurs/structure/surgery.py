@@ -1,0 +1,159 @@
+"""Physical channel removal (through Torch-Pruning), neural implants, and the same removal as masks.
+
+`removal_plan` turns a choice of channels (per group: removed, implanted) into `plan.json` steps;
+`apply_plan` replays them on a copy of the model, so the physically pruned model is by construction
+what a later `load_run` rebuilds; the pruned copy must pass a forward pass on the example inputs or
+the result is a `StructureError` and nothing is returned.
+
+`removal_masks` expresses the same removal as keep-masks on the Conv2d/Linear weights: the removed
+channels' filters *and every consumer's input slice* are zeroed, so their values (batch-norm shifts,
+residual sums) can no longer reach the output. In eval mode the masked model then computes exactly
+what the physically pruned one computes; tests compare the two.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs.errors import StructureError
+from secateurs.sparsity.masks import MaskStore
+from secateurs.structure.groups import ChannelGroup, layouts, member_slices
+from secateurs.structure.implant import implant_geometry
+from secateurs.structure.plan import make_plan, plan_of, replay_plan
+
+
+def implantable(group: ChannelGroup) -> bool:
+    """Whether every filter writing this group's channels can take a 1×1 implant (plain Conv2d)."""
+    filters = group.out_filters()
+    return bool(filters) and all(
+        type(m.module) is nn.Conv2d and implant_geometry(m.module) is not None for m in filters
+    )
+
+
+def removal_plan(
+    groups: Sequence[ChannelGroup],
+    removed: Mapping[str, torch.Tensor],
+    implanted: Mapping[str, torch.Tensor] | None = None,
+    *,
+    previous: Sequence[dict[str, Any]] = (),
+    implant_init: str = "zero",
+) -> dict[str, Any]:
+    """A plan removing ``removed[root]`` (boolean per channel) from each group, then implanting.
+
+    ``implanted[root]`` marks kept channels whose filters become 1×1 implants; their indices in the
+    implant steps are renumbered after the removals. ``previous`` steps (an earlier pruning of the
+    same model) come first. ``implant_init`` is how implants start (`ImplantedConv2d.from_conv`).
+    """
+    implanted = implanted or {}
+    steps: list[dict[str, Any]] = list(previous)
+    by_root = {group.root: group for group in groups}
+    for root, mask in removed.items():
+        group = by_root[root]
+        _check_mask(group, mask, "removed")
+        indices = torch.nonzero(mask).reshape(-1).tolist()
+        if len(indices) >= group.channels:
+            raise StructureError(f"removing all {group.channels} channels of {root!r} would empty the layer")
+        if indices:
+            steps.append({"root": root, "channels": group.channels, "removed": indices})
+    for root, mask in implanted.items():
+        group = by_root[root]
+        _check_mask(group, mask, "implanted")
+        if not bool(mask.any()):
+            continue
+        gone = removed.get(root, torch.zeros(group.channels, dtype=torch.bool))
+        if bool((mask & gone).any()):
+            raise StructureError(f"group {root!r}: a channel cannot be both removed and implanted")
+        if not implantable(group):
+            raise StructureError(f"group {root!r} cannot take implants (its filters are not all plain Conv2d)")
+        for member in group.out_filters():
+            conv = member.module
+            assert isinstance(conv, nn.Conv2d)
+            removed_indices = member.indices[gone[member.channels]]
+            chosen = member.indices[mask[member.channels]]
+            renumbered = [int(i) - int((removed_indices < i).sum()) for i in chosen]
+            steps.append(
+                {
+                    "kind": "implant",
+                    "layer": member.name,
+                    "channels": conv.out_channels - len(removed_indices),
+                    "implanted": sorted(renumbered),
+                    "init": implant_init,
+                }
+            )
+    return make_plan(steps)
+
+
+def _check_mask(group: ChannelGroup, mask: torch.Tensor, what: str) -> None:
+    if mask.dtype != torch.bool or tuple(mask.shape) != (group.channels,):
+        raise StructureError(f"group {group.root!r}: {what} must be a boolean mask of {group.channels} channels")
+    if not group.prunable and bool(mask.any()):
+        raise StructureError(f"group {group.root!r} may not be pruned: {group.frozen}")
+
+
+def apply_plan(model: nn.Module, plan: dict[str, Any], example_inputs: torch.Tensor) -> nn.Module:
+    """A physically pruned copy of ``model`` (which is not changed), checked by one forward pass.
+
+    When ``plan`` starts with the steps that already produced ``model`` (`plan_of`, as plans from
+    `removal_plan(..., previous=plan_of(model))` do), those are not applied twice.
+    """
+    previous = plan_of(model)
+    steps = list(plan["steps"])
+    if previous and steps[: len(previous)] == previous:
+        steps = steps[len(previous) :]
+    clone = copy.deepcopy(model)
+    replay_plan(clone, {**plan, "steps": steps}, example_inputs)
+    flags = {module: module.training for module in clone.modules()}
+    clone.eval()
+    try:
+        with torch.no_grad():
+            clone(example_inputs)
+    except Exception as error:
+        raise StructureError(
+            f"the pruned {type(model).__name__} fails its forward pass ({type(error).__name__}: {error}); "
+            "Torch-Pruning missed a coupling in this model"
+        ) from None
+    finally:
+        for module, training in flags.items():
+            module.training = training
+    return clone
+
+
+def removal_masks(groups: Sequence[ChannelGroup], removed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep-masks (``layer.weight`` → bool) expressing ``removed`` on the Conv2d/Linear weights.
+
+    Zeroes the removed channels' output filters and every consumer's input slices. Raises
+    `StructureError` for layers masks cannot express (implanted layers).
+    """
+    weights = layouts(groups)
+    masks: dict[str, torch.Tensor] = {}
+    for group in groups:
+        mask = removed.get(group.root)
+        if mask is None or not bool(mask.any()):
+            continue
+        for member, rows in member_slices(group, _positions(weights), roles=("out", "in"), kinds=("filter",)):
+            if type(member.module) not in (nn.Conv2d, nn.Linear):
+                raise StructureError(
+                    f"layer {member.name!r}: masks cannot express removals in a {type(member.module).__name__}"
+                )
+            keep = masks.setdefault(f"{member.name}.weight", torch.ones_like(weights[member.name], dtype=torch.bool))
+            gone = rows[mask[member.channels]].reshape(-1)
+            keep.view(-1)[gone] = False
+    return masks
+
+
+def _positions(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each weight's flat element positions in its own shape (slicing them yields element indices)."""
+    return {name: torch.arange(w.numel()).reshape(w.shape) for name, w in weights.items()}
+
+
+def masked_copy(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` with ``masks`` installed (the original is not changed)."""
+    clone = copy.deepcopy(model)
+    store = MaskStore.attached(clone)
+    store.update_(masks)
+    return clone

@@ -1,0 +1,164 @@
+"""Allocation over channel groups: caps, minimums, rounding, ranking, and landing on targets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secateurs.errors import StructureError
+from secateurs.models import build_model
+from secateurs.structure.allocate import (
+    AllocationConfig,
+    GroupScores,
+    fixed_channels,
+    global_counts,
+    global_order,
+    layerwise_counts,
+    removal_masks,
+    rounded_counts,
+    search,
+)
+from secateurs.structure.costs import SizeModel
+from secateurs.structure.groups import channel_graph
+
+
+def group(name: str, scores: list[float], sizes: list[int] | None = None) -> GroupScores:
+    return GroupScores(
+        name,
+        torch.tensor(scores, dtype=torch.float64),
+        torch.tensor(sizes or [1] * len(scores), dtype=torch.long),
+    )
+
+
+def removed_channels(groups: list[GroupScores], counts: list[int]) -> list[int]:
+    return [int(g.sizes[m].sum()) for g, m in zip(groups, removal_masks(groups, counts), strict=True)]
+
+
+def test_global_ranking_takes_the_lowest_scores_across_groups() -> None:
+    groups = [group("a", [5.0, 1.0, 3.0]), group("b", [2.0, 4.0, 0.5, 6.0])]
+    config = AllocationConfig(max_layer_ratio=1.0)
+    order = global_order(groups, config)
+    counts = global_counts(groups, order, 3)  # 0.5 (b), 1.0 (a), 2.0 (b)
+    assert counts == [1, 2]
+    masks = removal_masks(groups, counts)
+    assert masks[0].tolist() == [False, True, False]
+    assert masks[1].tolist() == [True, False, True, False]
+
+
+def test_cap_keeps_five_percent_and_min_channels() -> None:
+    thin = group("thin", [0.0] * 20)
+    config = AllocationConfig(max_layer_ratio=0.95, min_channels=1)
+    order = global_order([thin], config)
+    assert len(order) == 19  # floor(0.95 · 20) = 19
+    config = AllocationConfig(max_layer_ratio=0.95, min_channels=4)
+    assert len(global_order([thin], config)) == 16
+
+
+def test_layerwise_removes_the_same_fraction_of_every_group() -> None:
+    groups = [group("a", list(range(10))), group("b", list(range(40)))]
+    counts = layerwise_counts(groups, 0.5, AllocationConfig(scope="layerwise"))
+    assert counts == [5, 20]
+
+
+def test_round_to_keeps_multiples_where_possible() -> None:
+    groups = [group("a", list(range(64)))]
+    config = AllocationConfig(round_to=8)
+    assert rounded_counts(groups, [13], config) == [16]  # keep 51 → 48
+    assert rounded_counts(groups, [11], config) == [8]  # keep 53 → 56
+
+
+scores_strategy = st.lists(
+    st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=24), min_size=1, max_size=6
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scores=scores_strategy,
+    ratio=st.floats(0.0, 0.99),
+    cap=st.floats(0.05, 1.0),
+    minimum=st.integers(1, 5),
+    round_to=st.integers(1, 8),
+    scope=st.sampled_from(["global", "layerwise"]),
+)
+def test_allocation_respects_cap_minimum_and_rounding(
+    scores: list[list[float]], ratio: float, cap: float, minimum: int, round_to: int, scope: str
+) -> None:
+    groups = [group(f"g{i}", s) for i, s in enumerate(scores)]
+    config = AllocationConfig(scope=scope, max_layer_ratio=cap, min_channels=minimum, round_to=round_to)
+    allocation = fixed_channels(groups, ratio, config)
+    for g, count, mask in zip(groups, allocation.counts, allocation.masks, strict=True):
+        removed = int(mask.sum())
+        assert removed == count
+        assert removed <= math.floor(cap * g.channels + 1e-9)
+        assert g.channels - removed >= min(minimum, g.channels)
+        # the removed units are the lowest-scored ones of their group
+        if 0 < removed < g.channels:
+            assert g.scores[mask].max() <= g.scores[~mask].min()
+        # rounding: when a multiple of round_to is reachable within the limits, the kept count is one
+        kept = g.channels - removed
+        limit = min(math.floor(cap * g.channels + 1e-9), g.channels - minimum)
+        reachable = [k for k in range(g.channels - max(limit, 0), g.channels + 1) if k % round_to == 0]
+        if round_to > 1 and reachable and removed > 0:
+            assert kept % round_to == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(scores=scores_strategy, first=st.integers(0, 60), second=st.integers(0, 60))
+def test_global_removal_is_nested(scores: list[list[float]], first: int, second: int) -> None:
+    groups = [group(f"g{i}", s) for i, s in enumerate(scores)]
+    order = global_order(groups, AllocationConfig())
+    small, large = sorted((first, second))
+    for a, b in zip(global_counts(groups, order, small), global_counts(groups, order, large), strict=True):
+        assert a <= b
+
+
+def test_tied_units_are_removed_whole() -> None:
+    groups = [group("tied", [1.0, 3.0, 2.0], sizes=[4, 4, 4])]
+    allocation = fixed_channels(groups, 0.5, AllocationConfig(max_layer_ratio=1.0))
+    assert removed_channels(groups, allocation.counts) == [4]  # ⌊0.5·12⌋ = 6 → one whole unit of 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_params_target_is_hit_within_one_channel(target: float) -> None:
+    model = build_model("resnet20", (1, 8, 8), 10)
+    graph = channel_graph(model, torch.zeros(2, 1, 8, 8))
+    groups = graph.prunable()
+    generator = torch.Generator().manual_seed(0)
+    specs = [GroupScores(g.root, torch.rand(g.unit_count, generator=generator), g.unit_sizes()) for g in groups]
+    sizes = SizeModel(graph, (1, 8, 8))
+
+    def removed(masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {g.root: g.channels_of_units(m) for g, m in zip(groups, masks, strict=True)}
+
+    def cost(masks: list[torch.Tensor]) -> float:
+        return 1.0 - sizes.size(removed(masks), {}).params / sizes.original.params
+
+    allocation = search(specs, target, AllocationConfig(), cost, quantity="params")
+    achieved = 1.0 - sizes.size(removed(allocation.masks), {}).params / sizes.original.params
+    assert achieved == pytest.approx(allocation.achieved)
+    # "one channel's worth": the most parameters any single channel removal takes away
+    one_channel = max(
+        sizes.original.params - sizes.size({g.root: torch.arange(g.channels) == 0}, {}).params for g in groups
+    )
+    assert abs(achieved - target) <= one_channel / sizes.original.params
+
+
+def test_unreachable_target_names_the_limit() -> None:
+    groups = [group("a", [1.0, 2.0, 3.0, 4.0])]
+    with pytest.raises(
+        StructureError, match=r"cannot remove 0\.9000 of the params: at most 0\.7500.*\(at their limit: a\)"
+    ):
+        search(groups, 0.9, AllocationConfig(), lambda masks: float(masks[0].sum()) / 4, quantity="params")
