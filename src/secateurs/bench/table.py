@@ -19,6 +19,8 @@ AGGREGATED = (
     ("latency_b1_ms", "metrics.latency_ms.batch_1"),
     ("latency_b256_ms", "metrics.latency_ms.batch_256"),
     ("train_epochs", "train_epochs"),
+    ("flow_check_seconds", "method_info.flow_check_seconds"),
+    ("cost_epoch_equivalents", "method_info.cost_epoch_equivalents"),
 )
 
 
@@ -65,6 +67,8 @@ def _cell(value: tuple[float, float] | None, kind: str) -> str:
         return f"{mean:.2f}"
     if kind == "fraction":
         return f"{mean:.4f}"
+    if kind == "number":
+        return f"{mean:.2f} ± {std:.2f}" if std else f"{mean:.2f}"
     return f"{mean:,.0f}"
 
 
