@@ -263,3 +263,22 @@ def test_fixed_fraction_rule_global_scope_keeps_the_largest_over_all_layers() ->
     masks = fixed_fraction_masks(magnitudes, alive, start, 4 / 7, granularity("element"))
     assert masks["a"].tolist() == [False, True, True, False]
     assert masks["b"].tolist() == [True, False, True, False]
+
+
+def test_the_python_api_runs_infcop_on_a_model_of_ones_own(splits: Splits) -> None:
+    import secateurs as sec
+
+    result = sec.prune(
+        mlp(),
+        "infcop-gf",
+        0.75,
+        example_inputs=splits.val.x[:2].float(),
+        splits=splits,
+        train_config=BUDGET,
+        rounds=2,
+        epsilon=100.0,
+        flow_subset=40,
+    )
+    assert [h["stop_reason"] for h in result.history] == ["flow", "flow"]
+    assert result.train_epochs == 1.0  # two rounds stopped after the first 0.5-epoch check
+    assert result.masks is not None and result.masks.sparsity() == pytest.approx(0.75, abs=2e-3)

@@ -193,7 +193,13 @@ class IterativeRun:
         assert self.plan.probe is not None
         probe, layers, options = self.plan.probe, self.plan.flow_layers, self.options
         return measure_flow(
-            kind, self.model, layers, probe, absolute=options.flow_absolute, per_class=options.flow_per_class
+            kind,
+            self.model,
+            layers,
+            probe,
+            absolute=options.flow_absolute,
+            per_class=options.flow_per_class,
+            loss_fn=self.context.loss_fn,
         )
 
     def _measure(self, kind: str) -> Callable[[nn.Module], FlowMeasurement]:

@@ -247,10 +247,11 @@ def measure_flow(
     *,
     absolute: bool = False,
     per_class: bool = False,
+    loss_fn: LossFn = nn.functional.cross_entropy,
 ) -> FlowMeasurement:
-    """Dispatch on ``kind``: ``information`` (φ, length L−1) or ``gradient`` (g, length L)."""
+    """Dispatch on ``kind``: ``information`` (φ, length L−1) or ``gradient`` (g, length L, of ``loss_fn``)."""
     if kind == "information":
         return information_flow(model, layers, probe, absolute=absolute, per_class=per_class)
     if kind == "gradient":
-        return gradient_flow(model, layers, probe)
+        return gradient_flow(model, layers, probe, loss_fn)
     raise UsageError(f"unknown flow {kind!r}; accepted: {', '.join(FLOW_KINDS)}")
