@@ -14,7 +14,7 @@ from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
 from secateurs.errors import ConfigError, UsageError
 from secateurs.methods import METHODS, PruneConfig, PruneContext, PruneOutcome
-from secateurs.methods.iterative_magnitude import IterativeRun
+from secateurs.methods.iterative_run import IterativeRun
 from secateurs.methods.iterative_options import IterativeOptions, cumulative_keep, resolve_rate
 from secateurs.sparsity.granularity import granularity
 from secateurs.sparsity.masks import plain_state_dict
@@ -126,6 +126,12 @@ def test_the_flow_monitor_does_not_change_training(splits: Splits) -> None:
     assert monitored.info["monitor_seconds"] > 0 and monitored.info["flow_check_seconds"] == 0.0
 
 
+def test_the_flow_free_control_shortens_every_round_but_the_last(splits: Splits) -> None:
+    outcome = run("imp", splits, sparsity=0.5, rounds=3, early_round_epochs=0.2)
+    assert [h["epochs"] for h in outcome.history] == [0.2, 0.2, 1.0]
+    assert outcome.train_epochs == pytest.approx(1.4)
+
+
 def test_infcop_with_a_loose_epsilon_stops_at_the_first_check(splits: Splits) -> None:
     outcome = run("infcop-if", splits, sparsity=0.5, rounds=2, epsilon=10.0, check_every=0.5, flow_subset=60)
     assert [h["stop_reason"] for h in outcome.history] == ["flow", "flow"]
@@ -198,6 +204,7 @@ def untouched(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
         ("imp", {"monitor": "gradient", "check_every": 1.5}, BUDGET, "exceeds the per-round budget"),
         ("infcop-gf", {"flow_subset": 92}, BUDGET, "flow subset must hold 2 to 91 validation images"),
         ("imp", {"rule": "sap"}, BUDGET.with_(epochs=0.0), "budget must be > 0 epochs"),
+        ("imp", {"early_round_epochs": 1.5}, BUDGET, "early_round_epochs .* exceeds the per-round budget"),
     ],
 )
 def test_bad_input_is_rejected_before_any_training(

@@ -63,6 +63,9 @@ class IterativeOptions(BaseModel):
 class ImpOptions(IterativeOptions):
     monitor: Literal["none", "information", "gradient", "both"] = "none"
     """Log flow distances every ``check_every`` epochs without stopping (E-INF-2); not counted as cost."""
+    early_round_epochs: float | None = Field(None, gt=0)
+    """A flow-free control for InfCoP: every round but the last retrains for only this many epochs (the
+    last gets the whole budget). None: every round gets the whole budget (classic IMP)."""
 
 
 class InfcopOptions(IterativeOptions):
