@@ -33,11 +33,21 @@ def rule_of(row: dict[str, Any]) -> str:
     return str((row.get("config") or {}).get("options", {}).get("rule", "lth"))
 
 
+def options_of(row: dict[str, Any]) -> dict[str, Any]:
+    return dict((row.get("config") or {}).get("options", {}))
+
+
+def is_baseline(row: dict[str, Any]) -> bool:
+    """IMP with the whole budget in every round (not the flow-free short-round control)."""
+    return row["method"] == "imp" and options_of(row).get("early_round_epochs") is None
+
+
 def settings(row: dict[str, Any]) -> str:
-    """ε and its kind for InfCoP rows (``0.1 rel``, ``0.005 abs``, ``+acc``), '–' for IMP."""
-    options = (row.get("config") or {}).get("options", {})
+    """ε and its kind for InfCoP rows (``0.1 rel``, ``0.005 abs``, ``+acc``); the control's short rounds."""
+    options = options_of(row)
     if row["method"] == "imp":
-        return "–"
+        early = options.get("early_round_epochs")
+        return "–" if early is None else f"{early:g} ep. until the last round"
     text = f"{options.get('epsilon', 0.05):g} {'rel' if options.get('relative') else 'abs'}"
     return text + (" +acc" if options.get("stop_on_accuracy", True) else "")
 
@@ -75,7 +85,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def baseline_label(labels: dict[str, list[dict[str, Any]]]) -> str | None:
-    return next((label for label, rows in labels.items() if rows[0]["method"] == "imp"), None)
+    return next((label for label, rows in labels.items() if is_baseline(rows[0])), None)
 
 
 def tables(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -89,8 +99,9 @@ def tables(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
     for (model, rule), labels in sorted(groups(rows).items()):
         base = baseline_label(labels)
         reference = summary(labels[base]) if base else None
-        matching = []
-        for label, members in sorted(labels.items(), key=lambda item: (item[1][0]["method"] != "imp", item[0])):
+        matching, controls = [], []
+        order = sorted(labels.items(), key=lambda item: (not is_baseline(item[1][0]), item[1][0]["method"], item[0]))
+        for label, members in order:
             entry = summary(members)
             delta = entry["test"][0] - reference["test"][0] if reference else math.nan
             ratio = entry["epochs"][0] / reference["epochs"][0] if reference else math.nan
@@ -103,17 +114,30 @@ def tables(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
             )
             if entry["method"] != "imp" and delta >= -TOLERANCE_POINTS:
                 matching.append((ratio, label, delta, entry))
-        verdicts.append(verdict(model, rule, reference, sorted(matching)))
+            if entry["method"] == "imp" and not is_baseline(members[0]):
+                controls.append((label, delta, ratio, entry))
+        verdicts.append(verdict(model, rule, reference, sorted(matching), controls))
     return "\n".join(lines), verdicts
 
 
-def verdict(model: str, rule: str, reference: dict[str, Any] | None, matching: list[tuple[Any, ...]]) -> str:
+def verdict(
+    model: str,
+    rule: str,
+    reference: dict[str, Any] | None,
+    matching: list[tuple[Any, ...]],
+    controls: list[tuple[Any, ...]],
+) -> str:
     if reference is None:
         return f"- {model} / {rule}: no IMP baseline in the results."
     head = (
         f"- {model} / {rule}: IMP {reference['test'][0]:.2f} % after {reference['epochs'][0]:.1f} epochs "
         f"(sparsity {reference['sparsity'][0]:.4f})."
     )
+    for label, delta, ratio, entry in controls:
+        head += (
+            f" Flow-free control {label}: {entry['test'][0]:.2f} % ({delta:+.2f}) after {entry['epochs'][0]:.1f} "
+            f"epochs = {ratio:.2f} of IMP's (sparsity {entry['sparsity'][0]:.4f})."
+        )
     if not matching:
         return head + f" No InfCoP setting came within {TOLERANCE_POINTS} points."
     ratio, label, delta, entry = matching[0]

@@ -14,8 +14,8 @@ from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
 from secateurs.errors import ConfigError, UsageError
 from secateurs.methods import METHODS, PruneConfig, PruneContext, PruneOutcome
-from secateurs.methods.iterative_run import IterativeRun
 from secateurs.methods.iterative_options import IterativeOptions, cumulative_keep, resolve_rate
+from secateurs.methods.iterative_run import IterativeRun
 from secateurs.sparsity.granularity import granularity
 from secateurs.sparsity.masks import plain_state_dict
 from secateurs.sparsity.pq_index import sap_fraction
@@ -289,3 +289,25 @@ def test_the_python_api_runs_infcop_on_a_model_of_ones_own(splits: Splits) -> No
     assert [h["stop_reason"] for h in result.history] == ["flow", "flow"]
     assert result.train_epochs == 1.0  # two rounds stopped after the first 0.5-epoch check
     assert result.masks is not None and result.masks.sparsity() == pytest.approx(0.75, abs=2e-3)
+
+
+@pytest.mark.parametrize("rewind", ["initial", "warmup"])
+def test_rewind_point_is_before_or_after_the_methods_own_warm_up(
+    splits: Splits, monkeypatch: pytest.MonkeyPatch, rewind: str
+) -> None:
+    import secateurs.methods.iterative_run as engine
+
+    points: list[dict[str, torch.Tensor]] = []
+    real_rewind = engine.rewind_
+
+    def spy(model: nn.Module, point: dict[str, torch.Tensor], masks: Any, **kwargs: Any) -> list[str]:
+        points.append(point)
+        return real_rewind(model, point, masks, **kwargs)
+
+    monkeypatch.setattr(engine, "rewind_", spy)
+    model = mlp()
+    given = {k: v.clone() for k, v in plain_state_dict(model).items()}
+    outcome = run("imp", splits, sparsity=0.5, model=model, rounds=1, warmup_epochs=0.5, rewind=rewind)
+    assert outcome.train_epochs == 1.5  # the warm-up is part of the cost
+    same = all(torch.equal(points[0][k], given[k]) for k in given)
+    assert same is (rewind == "initial")
