@@ -22,6 +22,8 @@ AGGREGATED = (
     ("latency_b256_ms", "metrics.latency_ms.batch_256"),
     ("train_epochs", "train_epochs"),
     ("wall_s", "timings.wall_s"),
+    ("flow_check_seconds", "method_info.flow_check_seconds"),
+    ("cost_epoch_equivalents", "method_info.cost_epoch_equivalents"),
 )
 
 
@@ -69,6 +71,8 @@ def format_value(value: tuple[float, float] | None, kind: str) -> str:
         return f"{mean:.2f}"
     if kind == "fraction":
         return f"{mean:.4f}"
+    if kind == "number":
+        return f"{mean:.2f} ± {std:.2f}" if std else f"{mean:.2f}"
     return f"{mean:,.0f}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from secateurs.commands.common import add_output, add_training, key_values, run_options, summary, train_config
 
@@ -25,7 +26,7 @@ def handle(args: argparse.Namespace) -> int:
             "target": args.target,
             "min_keep": args.min_keep,
             "exclude": tuple(args.exclude or ()),
-            "options": key_values(args.option),
+            "options": method_options(args),
         },
         "prune options",
     )
@@ -43,6 +44,32 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
+GENERIC_OPTIONS = ("rounds", "rule")
+"""Flags that feed a method's options (``--rounds 8`` = ``--option rounds=8``) for methods that take them."""
+
+
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--option`` pairs plus the generic flags; a flag the method does not take is a `UsageError`."""
+    from secateurs.errors import UsageError
+    from secateurs.methods import METHODS
+
+    options = key_values(args.option)
+    for key in GENERIC_OPTIONS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        method = METHODS.get(args.method)
+        if key not in method.Options.model_fields:
+            takers = sorted(name for name, other in METHODS.items() if key in other.Options.model_fields)
+            raise UsageError(
+                f"--{key} does not apply to method {args.method!r}; methods that take it: {', '.join(takers) or 'none'}"
+            )
+        if key in options and options[key] != value:
+            raise UsageError(f"--{key} {value} contradicts --option {key}={options[key]}; give one of them")
+        options[key] = value
+    return options
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("prune", help="prune a finished run, then fine-tune it")
     parser.add_argument("--from", dest="source", required=True, help="the run directory to prune")
@@ -54,6 +81,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-keep", type=int, default=1)
     parser.add_argument("--exclude", action="append", metavar="PATTERN", help="never prune weights matching this")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method-specific option")
+    parser.add_argument("--rounds", type=int, help="pruning rounds of an iterative method (imp, infcop-*)")
+    parser.add_argument("--rule", help="per-round pruning rule of an iterative method: lth or sap")
     parser.add_argument("--calibration", type=int, default=512, help="training images for data-driven scorers")
     parser.add_argument("--bn-recalibrate", action="store_true", help="re-estimate BatchNorm statistics after pruning")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning")
