@@ -13,7 +13,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from secateurs.errors import RunDirError, UsageError
-from secateurs.sparsity.masks import MaskStore, baked_copy, load_plain_state_dict, plain_state_dict
+from secateurs.sparsity.masks import (
+    MaskStore,
+    baked_copy,
+    independent_copy,
+    load_plain_state_dict,
+    plain_state_dict,
+)
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
@@ -274,6 +280,19 @@ def test_baked_copy_leaves_the_original_untouched() -> None:
         baked.a.weight.fill_(7.0)
     assert int((store.original("a.weight") == 7.0).sum()) == 0
     assert torch.equal(store.get("a.weight"), masks["a.weight"])
+
+
+def test_removing_masks_from_an_independent_copy_keeps_the_original_parametrized() -> None:
+    model = tiny()
+    masks = random_masks(model)
+    MaskStore(model).update_(masks)
+    x, _ = batch()
+    expected = model(x)
+    clone = independent_copy(model)
+    MaskStore.attached(clone).remove()  # deletes the `weight` property from the clone's class only
+    assert torch.equal(model.a.weight, model.a.parametrizations.weight.original * masks["a.weight"])
+    assert torch.equal(model(x), expected)
+    assert torch.equal(clone(x), expected)
 
 
 # ---------------------------------------------------------------------------------- state-dict layout

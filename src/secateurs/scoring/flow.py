@@ -82,9 +82,7 @@ def flow_vector(
     if len(activations) < 2:
         raise UsageError(f"a flow vector needs at least two layers, got {len(activations)}")
     if not per_class:
-        return torch.tensor(
-            [pair_flow(a, b, absolute=absolute) for a, b in pairwise(activations)], dtype=torch.float64
-        )
+        return torch.tensor([pair_flow(a, b, absolute=absolute) for a, b in pairwise(activations)], dtype=torch.float64)
     if labels is None:
         raise UsageError("per-class flow needs the labels of the examples")
     vectors = []

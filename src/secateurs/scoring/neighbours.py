@@ -31,7 +31,6 @@ signature (class, module names/types/configs, input shape), so a repeated scorin
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import warnings
@@ -45,7 +44,7 @@ import torch_pruning as tp
 from torch import nn
 
 from secateurs.errors import StructureError, UsageError
-from secateurs.sparsity.masks import MaskStore
+from secateurs.sparsity.masks import baked_copy
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +283,7 @@ def trace_topology(model: nn.Module, example_inputs: torch.Tensor) -> Topology:
     `StructureError` if the model cannot be traced.
     """
     try:
-        clone = copy.deepcopy(model)
-        MaskStore.attached(clone).remove()
+        clone = baked_copy(model)
         graph = _Graph(clone, example_inputs.detach())
     except Exception as error:  # copying or Torch-Pruning's forward pass can raise anything
         raise StructureError(f"cannot trace the model for lookahead pruning: {type(error).__name__}: {error}") from None

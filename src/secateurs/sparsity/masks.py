@@ -226,22 +226,31 @@ class MaskStore:
         return store
 
 
-def baked_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every mask multiplied in and the parametrizations removed.
+def independent_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parametrized modules have classes of their own.
 
-    This is the deployable form of a masked model (plain layers whose pruned weights are zero): what
-    latency is measured on and what is exported. ``model`` is not changed.
+    ``copy.deepcopy`` shares the class `parametrize` injected into each parametrized module, and
+    removing a parametrization deletes the property from that class, which would break the original
+    (``'ParametrizedConv2d' object has no attribute 'weight'``). Copy with this before removing masks.
     """
     import copy
 
     clone = copy.deepcopy(model)
     for module in clone.modules():
         if parametrize.is_parametrized(module):
-            # A deep copy shares the class `parametrize` injected into the original, and removing a
-            # parametrization deletes the property from that class: give the copy a class of its own.
             injected = type(module)
             members = {k: v for k, v in vars(injected).items() if k not in ("__dict__", "__weakref__")}
             module.__class__ = type(injected.__name__, injected.__bases__, members)
+    return clone
+
+
+def baked_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every mask multiplied in and the parametrizations removed.
+
+    This is the deployable form of a masked model (plain layers whose pruned weights are zero): what
+    latency is measured on and what is exported. ``model`` is not changed.
+    """
+    clone = independent_copy(model)
     MaskStore.attached(clone).remove()
     return clone
 

@@ -13,7 +13,6 @@ what the physically pruned one computes; tests compare the two.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from secateurs.errors import StructureError
-from secateurs.sparsity.masks import MaskStore
+from secateurs.sparsity.masks import MaskStore, independent_copy
 from secateurs.structure.groups import ChannelGroup, layouts, member_slices
 from secateurs.structure.implant import implant_geometry
 from secateurs.structure.plan import make_plan, plan_of, replay_plan
@@ -105,7 +104,7 @@ def apply_plan(model: nn.Module, plan: dict[str, Any], example_inputs: torch.Ten
     steps = list(plan["steps"])
     if previous and steps[: len(previous)] == previous:
         steps = steps[len(previous) :]
-    clone = copy.deepcopy(model)
+    clone = independent_copy(model)
     replay_plan(clone, {**plan, "steps": steps}, example_inputs)
     flags = {module: module.training for module in clone.modules()}
     clone.eval()
@@ -153,7 +152,7 @@ def _positions(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def masked_copy(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """A copy of ``model`` with ``masks`` installed (the original is not changed)."""
-    clone = copy.deepcopy(model)
+    clone = independent_copy(model)
     store = MaskStore.attached(clone)
     store.update_(masks)
     return clone
