@@ -100,10 +100,7 @@ def test_channels_last_decision() -> None:
     assert wants_channels_last(mlp, (1, 8, 8), None) is False
     assert wants_channels_last(mlp, (1, 8, 8), True) is True
     assert wants_channels_last(cnn, (1, 8, 8), False) is False
-    assert (
-        measure_latency(cnn, (1, 8, 8), batch_sizes=(1,), channels_last=False, **FAST)["channels_last"]
-        is False
-    )
+    assert measure_latency(cnn, (1, 8, 8), batch_sizes=(1,), channels_last=False, **FAST)["channels_last"] is False
     assert measure_latency(mlp, (1, 8, 8), batch_sizes=(1,), **FAST)["channels_last"] is False
 
 
