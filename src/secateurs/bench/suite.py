@@ -16,7 +16,9 @@ Example (``suites/smoke.yaml``)::
 A method entry is a `PruneConfig` without ``sparsity`` plus an optional ``label`` (the row name; the
 method name by default) — the same method can appear twice with different options. A method entry may
 also carry its own ``sparsities`` (e.g. structured methods at parameter targets), replacing the
-suite's list for that method.
+suite's list for that method, its own ``train`` budget, a subset of the suite's ``seeds``, and
+``start: init`` to start from the seed's initialisation instead of the trained dense model (gradual
+methods that train from scratch).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -63,13 +65,20 @@ class MethodEntry(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     sparsities: tuple[float, ...] | None = None
     bn_recalibrate: bool | None = None
+    start: Literal["dense", "init"] = "dense"
+    """``init``: the cell starts from the seed's initialisation (the dense run's starting weights)
+    instead of the trained dense model: methods that train from scratch (campfire, gmp)."""
+    train: TrainConfig | None = None
+    """This entry's training/fine-tuning budget (replaces the model's and the suite's ``finetune``)."""
+    seeds: tuple[int, ...] | None = None
+    """Run this entry for these of the suite's seeds only (default: all)."""
 
     @property
     def row_name(self) -> str:
         return self.label or self.name
 
     def prune_config(self, sparsity: float) -> PruneConfig:
-        fields = self.model_dump(exclude={"name", "label", "sparsities", "bn_recalibrate"})
+        fields = self.model_dump(exclude={"name", "label", "sparsities", "bn_recalibrate", "start", "train", "seeds"})
         config: PruneConfig = validate(
             PruneConfig, {**fields, "method": self.name, "sparsity": sparsity}, f"method {self.row_name!r}"
         )
@@ -103,6 +112,8 @@ class Suite(BaseModel):
         for method in self.methods:
             if method.sparsities is None and not self.sparsities:
                 raise ValueError(f"method {method.row_name!r} has no sparsities (set 'sparsities')")
+            if method.seeds is not None and not set(method.seeds) <= set(self.seeds):
+                raise ValueError(f"method {method.row_name!r}: seeds {list(method.seeds)} are not all suite seeds")
         return self
 
 
@@ -125,6 +136,8 @@ def cells(suite: Suite) -> Iterator[Cell]:
     for seed in suite.seeds:
         for model in suite.models:
             for method in suite.methods:
+                if method.seeds is not None and seed not in method.seeds:
+                    continue
                 for sparsity in method.sparsities if method.sparsities is not None else suite.sparsities:
                     yield Cell(model, method, float(sparsity), seed)
 

@@ -29,6 +29,7 @@ pointers), everything else dense.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,15 @@ import torch
 
 from secateurs.errors import RunDirError
 from secateurs.io.export import register_exporter
-from secateurs.io.files import atomic_write_json, load_tensors, read_json, replace_dir, save_tensors, staging_dir
+from secateurs.io.files import (
+    FILE_MODE,
+    atomic_write_json,
+    load_tensors,
+    read_json,
+    replace_dir,
+    save_tensors,
+    staging_dir,
+)
 from secateurs.io.rundir import LoadedRun
 from secateurs.sparsity.granularities_structured import from_reduction_groups, reduction_groups
 from secateurs.sparsity.masks import plain_state_dict
@@ -343,6 +352,7 @@ def export_packed(run: LoadedRun, out: Path) -> dict[str, Any]:
             if name in masks and not torch.equal(unpacked_masks[name], masks[name].bool()):
                 raise RuntimeError(f"packed export of {name} does not reproduce its mask; nothing written")
         file_bytes = sum(f.stat().st_size for f in staging.iterdir())
+        os.chmod(staging, FILE_MODE | (FILE_MODE & 0o444) >> 2)  # mkdtemp's 0o700 → the umask's directory mode
         replace_dir(staging, out)
     encodings: dict[str, int] = {}
     for description in header.values():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -120,8 +121,10 @@ def robust_accuracy(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     space: PixelSpace,
     config: AttackConfig,
-) -> dict[str, dict[str, float]]:
-    """Accuracy under every attack and ε: ``{"fgsm": {"0.03": acc, …}, "pgd": {…}}``.
+) -> dict[str, Any]:
+    """Accuracy under every attack and ε: ``{"fgsm": {"0.03": acc, …}, "pgd": {…}, "clean": acc}``.
+
+    ``clean`` is the accuracy on the same examples without attack (the reference for the others).
 
     ``batches`` are *normalised* inputs (as the loaders produce) with labels. The model is put in
     eval mode and restored afterwards; it is not modified. PGD's random starts come from one
@@ -131,11 +134,14 @@ def robust_accuracy(
     model.eval()
     generator = torch.Generator().manual_seed(config.seed)
     correct: dict[str, dict[float, int]] = {attack: dict.fromkeys(config.epsilons, 0) for attack in config.attacks}
+    clean = 0
     total = 0
     try:
         for inputs, labels in batches:
             pixels = space.to_pixels(inputs.float()).contiguous()
             total += int(labels.numel())
+            with torch.no_grad():
+                clean += int((model(space.normalise(pixels)).argmax(dim=1) == labels).sum())
             for epsilon in config.epsilons:
                 for attack in config.attacks:
                     if attack == "fgsm":
@@ -158,7 +164,11 @@ def robust_accuracy(
         model.train(was_training)
     if total == 0:
         raise UsageError("robustness needs at least one example")
-    return {attack: {f"{e:g}": counts[e] / total for e in config.epsilons} for attack, counts in correct.items()}
+    result: dict[str, Any] = {
+        attack: {f"{e:g}": counts[e] / total for e in config.epsilons} for attack, counts in correct.items()
+    }
+    result["clean"] = clean / total
+    return result
 
 
 def epsilon_keys(epsilons: Sequence[float]) -> list[str]:

@@ -109,7 +109,7 @@ def granularity(name: str) -> Granularity:
     An unknown name is a `UsageError` listing the accepted names.
     """
     if name not in GRANULARITIES:
-        pattern = parse_pattern(name)
+        pattern = _structured.parse_pattern(name)
         if pattern is not None:
             return pattern
         try:
@@ -120,4 +120,4 @@ def granularity(name: str) -> Granularity:
 
 
 # Balanced structured granularities (window, kernel, window+kernel, n:m) register themselves.
-from secateurs.sparsity.granularities_structured import parse_pattern  # noqa: E402
+from secateurs.sparsity import granularities_structured as _structured  # noqa: E402
