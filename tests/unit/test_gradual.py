@@ -220,7 +220,7 @@ def test_resuming_the_sparsifier_mid_schedule_matches_an_uninterrupted_run() -> 
 def test_unreachable_targets_and_uncuttable_layers_fail_before_training() -> None:
     with pytest.raises(UsageError, match=r"body.0.weight: .*accepted: \[0, 0.9444\)"):
         sec.gradual(make_model(), "campfire", granularity="window", sparsity=0.95, end_step=10, fallback="n:m")
-    with pytest.raises(UsageError, match="body.5.weight.*N:M"):
+    with pytest.raises(UsageError, match=r"body.5.weight.*N:M"):
         sec.gradual(make_model(), "campfire", granularity="window", sparsity=0.5, end_step=10)
     with pytest.raises(UsageError, match="keeps 2 of every 4"):
         sec.gradual(make_model(), "campfire", granularity="2:4", sparsity=0.7, end_step=10)

@@ -306,5 +306,5 @@ def test_unreachable_targets_name_the_accepted_range() -> None:
 
 
 def test_unknown_names_list_the_accepted_ones() -> None:
-    with pytest.raises(UsageError, match="accepted: .*window.*N:M"):
+    with pytest.raises(UsageError, match=r"accepted: .*window.*N:M"):
         granularity("windows")
