@@ -146,6 +146,14 @@ def test_masks_freeze_at_end_and_masked_weights_stay_exactly_zero() -> None:
     with pytest.raises(UsageError, match="frozen"):
         name = next(iter(at_end))
         sparsifier.masks.set_(name, torch.ones_like(at_end[name]))
+    x = data[0][0]
+    before = model(x)
+    baked = sparsifier.squash_mask()
+    assert not any("parametrizations" in key for key in baked.state_dict())
+    assert torch.equal(baked(x), before)
+    for name, mask in at_end.items():
+        module_name, _, tensor_name = name.rpartition(".")
+        assert torch.count_nonzero(getattr(baked.get_submodule(module_name), tensor_name)[~mask]) == 0
 
 
 def test_realised_sparsity_is_the_documented_rounding_and_updates_nest() -> None:

@@ -2,7 +2,7 @@
 
 The lifecycle copies ``torch.ao.pruning``: construct the sparsifier on a model (it installs all-ones
 masks as parametrizations), call `GradualSparsifier.step` after every optimizer step, save and
-restore it with `state_dict` / `load_state_dict`. Masks are recomputed every Δt steps from ``start``
+restore it with `state_dict` / `load_state_dict`, and `squash_mask` to bake the masks in at the end. Masks are recomputed every Δt steps from ``start``
 to ``end`` with the target of a `CubicSchedule` (Zhu & Gupta 2017, arXiv 1710.01878):
 
     s(t) = s_f + (s_i − s_f) · (1 − (t − t₀) / (t_end − t₀))³,
@@ -127,6 +127,15 @@ class GradualSparsifier:
         if self.step_count >= self.schedule.end:
             self.masks.freeze()
             log.info("masks frozen at step %d (sparsity %.4f)", self.step_count, self.sparsity())
+
+    def squash_mask(self) -> nn.Module:
+        """Bake the masks into plain weights (zeros stay) and drop the parametrizations; returns the model.
+
+        The deployable form, as in ``torch.ao.pruning``; the sparsifier cannot step afterwards.
+        """
+        self.masks.remove()
+        self.masks.frozen = True
+        return self.model
 
     @torch.no_grad()
     def update_(self, step: int) -> None:
