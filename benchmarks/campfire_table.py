@@ -6,7 +6,8 @@ Three tables: every granularity at 66.7 % (E-CF-1), the sparsity sweep (E-CF-3) 
 duration / LR-drop variants (E-CF-2). Accuracies are test accuracy in %, mean ± sample std over the
 seeds present; Δ is against the dense model of the same seeds; sparsity is the *realised* fraction
 removed over the pruned layers (first conv and classifier are dense) and over all conv/linear weights;
-robustness is accuracy under FGSM / PGD-5 at ε (pixel units) on the first 1,000 test images; bytes
+robustness is accuracy under FGSM / PGD-5 at ε (pixel units) on the first test images (the suite's
+``examples``), next to the clean accuracy on the same images; bytes
 are the packed export's payload against dense float32 and CSR (int32 indices).
 """
 
@@ -74,6 +75,7 @@ def line(
     delta = None if accuracy is None or reference is None else (accuracy[0] - reference[0], 0.0)
     pruned = stat(rows, "method_info.sparsity_pruned_layers", 100)
     overall = stat(rows, "metrics.sparsity_prunable", 100)
+    clean = [show(stat(rows, "metrics.robustness.clean", 100), 1, False)] if epsilons else []
     attacks = [show(robustness(rows, a, e), 1, False) for e in epsilons for a in ("fgsm", "pgd")]
     packed = [storage(r) for r in rows]
     if all(p is not None for p in packed) and packed:
@@ -83,13 +85,14 @@ def line(
         kib, ratios = (f"{dense_bytes / 1024:.1f}" if dense_bytes else "–"), "1 / –"
     target = f"{100 * float(rows[0]['sparsity']):.1f}" if rows[0]["sparsity"] else "0"
     cells = [name, target, show(pruned, 1, False), show(overall, 1, False), str(len(seeds)), show(accuracy)]
-    cells += ["–" if delta is None else f"{delta[0]:+.2f}", *attacks, kib, ratios]
+    cells += ["–" if delta is None else f"{delta[0]:+.2f}", *clean, *attacks, kib, ratios]
     return "| " + " | ".join(cells) + " |"
 
 
 def header(epsilons: Sequence[str], first: str = "granularity") -> str:
     columns = [first, "target %", "realised % (pruned layers)", "realised % (all conv/linear)", "seeds"]
     columns += ["test acc %", "Δ vs dense"]
+    columns += ["clean (attacked set)"] if epsilons else []
     columns += [f"{a.upper()} ε={e}" for e in epsilons for a in ("fgsm", "pgd")]
     columns += ["packed KiB", "vs dense / vs CSR"]
     return "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
