@@ -6,6 +6,7 @@
     print(result.report())
     sec.save(result, "out/")
     run = sec.load("out/", model_factory=lambda: MyNet())
+    sparsifier = sec.gradual(model, "campfire", granularity="window", sparsity=0.7, end_step=3000)
 
 The CLI is a thin layer over this module and `secateurs.workflows`.
 """
@@ -29,6 +30,7 @@ from secateurs.metrics.accuracy import Evaluation
 from secateurs.metrics.accuracy import evaluate as evaluate_batches
 from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.scoring.base import LossFn
+from secateurs.sparsity.gradual import GradualSparsifier
 from secateurs.sparsity.masks import MaskStore
 from secateurs.train.config import TrainConfig
 from secateurs.train.loop import Callback, Trainer, TrainSummary
@@ -147,6 +149,61 @@ def prune(
         score_seconds=outcome.score_seconds,
         seconds=seconds,
         train_epochs=outcome.train_epochs,
+    )
+
+
+def gradual(
+    model: nn.Module,
+    method: str = "campfire",
+    *,
+    sparsity: float,
+    end_step: int,
+    start_step: int = 0,
+    every: int = 50,
+    granularity: str = "element",
+    scope: str | None = None,
+    min_keep: int = 1,
+    exclude: Sequence[str] = (),
+    optimizer: torch.optim.Optimizer | None = None,
+    **options: Any,
+) -> GradualSparsifier:
+    """A `GradualSparsifier` that prunes ``model`` while you train it in your own loop.
+
+    Call ``sparsifier.step()`` after every ``optimizer.step()``: from ``start_step`` to ``end_step``
+    the masks follow Zhu & Gupta's cubic schedule up to ``sparsity`` (updated every ``every`` steps),
+    then they are frozen. Pass your ``optimizer`` so removed weights and their momentum stay exactly
+    zero. ``options`` are the method's own (``skip_first``, ``skip_last``, ``fallback``, …; validated).
+    Mutates ``model`` (masks become parametrizations); ``sparsifier.state_dict()`` /
+    ``load_state_dict`` resume it. Example::
+
+        sparsifier = sec.gradual(model, "campfire", granularity="window", sparsity=0.7,
+                                 start_step=0, end_step=3000, every=50, optimizer=optimizer)
+    """
+    from secateurs.methods.gradual import GradualMethod
+
+    entry = METHODS.get(method)
+    if not isinstance(entry, GradualMethod):
+        from secateurs.errors import UsageError
+
+        accepted = ", ".join(name for name, m in METHODS.items() if isinstance(m, GradualMethod))
+        raise UsageError(f"gradual() needs a gradual method, got {method!r} ({entry.kind}); accepted: {accepted}")
+    config = _prune_config(
+        method,
+        sparsity,
+        scope=scope,
+        granularity=granularity,
+        min_keep=min_keep,
+        exclude=tuple(exclude),
+        options=dict(options),
+    )
+    return entry.sparsifier(
+        model,
+        config,
+        entry.parse_options(config.options),
+        start_step=start_step,
+        end_step=end_step,
+        every=every,
+        optimizer=optimizer,
     )
 
 

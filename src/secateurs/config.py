@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from secateurs.errors import ConfigError
 from secateurs.methods.base import PruneConfig, format_validation_error
@@ -44,6 +44,31 @@ class CalibrationConfig(BaseModel):
     batch_size: int = Field(256, ge=1)
 
 
+class RobustnessConfig(BaseModel):
+    """Adversarial accuracy on the first ``examples`` test images (`secateurs.metrics.robustness`).
+
+    ε is in pixel units ([0, 1] intensities), whatever the model's input normalisation.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilons: tuple[float, ...] = (0.01, 0.03, 0.05, 0.1)
+    attacks: tuple[Literal["fgsm", "pgd"], ...] = ("fgsm", "pgd")
+    pgd_steps: int = Field(10, ge=1)
+    pgd_step_size: float | None = Field(None, gt=0)
+    """None: 2.5 ε / steps (Madry et al.)."""
+    examples: int = Field(1000, ge=1)
+    batch_size: int = Field(500, ge=1)
+    seed: int = 0
+
+    @field_validator("epsilons")
+    @classmethod
+    def _epsilon_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(not 0.0 <= e <= 1.0 for e in value):
+            raise ValueError(f"epsilons must be a non-empty list of values in [0, 1] (pixel units), got {list(value)}")
+        return value
+
+
 class MeasureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +78,8 @@ class MeasureConfig(BaseModel):
     bn_recalibrate: bool = False
     """Re-estimate BatchNorm statistics on training batches right after pruning (structured methods)."""
     bn_batches: int = Field(20, ge=1)
+    robustness: RobustnessConfig | None = None
+    """Opt-in: FGSM/PGD accuracy on the test split, reported as ``metrics.robustness`` in run.json."""
 
 
 class Recipe(BaseModel):

@@ -18,13 +18,14 @@ import torch
 from torch import nn
 
 from secateurs import methods as _methods  # noqa: F401  (registers the built-in methods)
-from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig
+from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, RobustnessConfig
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.data.registry import load_dataset
 from secateurs.data.types import Splits, TensorData, split_validation
-from secateurs.errors import RunDirError
+from secateurs.errors import RunDirError, UsageError
 from secateurs.io.rundir import LoadedRun, load_run, writing_run
 from secateurs.methods.base import METHODS, PruneConfig, PruneContext, PruneOutcome
+from secateurs.methods.gradual import GradualMethod, gradual_info
 from secateurs.metrics.accuracy import evaluate
 from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.metrics.latency import measure_latency
@@ -95,6 +96,8 @@ def measure_model(
     input_shape = splits.dataset.input_shape
     metrics: dict[str, Any] = accuracy_metrics(model, splits, normalization, eval_subset)
     metrics.update(size_report(model, input_shape, dense_reference=dense).to_dict())
+    if measure.robustness is not None:
+        metrics["robustness"] = robustness_metrics(model, splits.test, normalization, measure.robustness)
     if measure.latency:
         timing = measure_latency(
             baked_copy(model), input_shape, batch_sizes=measure.latency_batches, repeats=measure.latency_repeats
@@ -104,6 +107,25 @@ def measure_model(
         }
         metrics["latency_p90_ms"] = {key: value["p90_ms"] for key, value in timing.items() if isinstance(value, dict)}
     return metrics
+
+
+def robustness_metrics(
+    model: nn.Module, data: TensorData, normalization: Normalization, config: RobustnessConfig
+) -> dict[str, Any]:
+    """FGSM/PGD accuracy on the first ``config.examples`` images of ``data`` (ε in pixel units)."""
+    from secateurs.metrics.robustness import AttackConfig, PixelSpace, robust_accuracy
+
+    subset = data.subset(slice(0, config.examples))
+    attacks = AttackConfig(
+        epsilons=config.epsilons,
+        attacks=config.attacks,
+        pgd_steps=config.pgd_steps,
+        pgd_step_size=config.pgd_step_size,
+        seed=config.seed,
+    )
+    loader = BatchLoader(subset, config.batch_size, normalization)
+    accuracy = robust_accuracy(model, loader, PixelSpace(normalization.mean, normalization.std), attacks)
+    return {**accuracy, "examples": len(subset), "split": "test", **config.model_dump(exclude={"examples"})}
 
 
 def model_spec(name: str, splits: Splits) -> dict[str, Any]:
@@ -139,24 +161,34 @@ def train_run(
     splits: Splits | None = None,
     callbacks: Sequence[Callback] = (),
     extra: dict[str, Any] | None = None,
+    gradual: PruneConfig | None = None,
 ) -> dict[str, Any]:
-    """Train ``model_name`` from scratch into the run directory ``options.out``."""
+    """Train ``model_name`` from scratch into the run directory ``options.out``.
+
+    With ``gradual`` (a gradual method's config, e.g. campfire) the method prunes while the model
+    trains: its callback and mask store join the trainer and the run saves masks.safetensors.
+    """
     splits = splits or load_splits(data)
     started = time.perf_counter()
+    method = _gradual_method(gradual)
     with writing_run(options.out, overwrite=options.overwrite, resume=options.resume) as stage:
         model = build_initialized(model_name, splits, train.init, seed)
         dense = size_report(model, splits.dataset.input_shape)
+        pruning = None
+        if method is not None and gradual is not None:
+            pruning = method.callback(model, gradual, method.parse_options(gradual.options))
         trainer = Trainer(
             model,
             splits,
             train,
             seed=seed,
-            callbacks=callbacks,
+            masks=pruning.masks if pruning is not None else None,
+            callbacks=[pruning, *callbacks] if pruning is not None else callbacks,
             checkpoint_dir=stage.checkpoint_dir,
             progress=options.progress,
         )
         summary = trainer.fit(resume=stage.resumed)
-        masks = getattr(trainer, "masks", None)
+        masks = trainer.masks
         metrics = measure_model(
             model, splits, trainer.normalization, dense=dense, measure=options.measure, eval_subset=train.eval_subset
         )
@@ -166,16 +198,37 @@ def train_run(
             "kind": "train",
             "parent": None,
             "seed": seed,
-            "config": {"data": data.model_dump(), "model": model_name, "train": train.model_dump()},
+            "config": {
+                "data": data.model_dump(),
+                "model": model_name,
+                "train": train.model_dump(),
+                **({"method": gradual.model_dump()} if gradual is not None else {}),
+            },
             "model": model_spec(model_name, splits),
             "preprocessing": preprocessing(splits),
             "metrics": metrics,
             "history": summary.history,
             "stop_reason": summary.stop_reason,
+            **({"method_info": gradual_info(model, pruning)} if pruning is not None else {}),
             "timings": {"wall_s": time.perf_counter() - started, "train_s": summary.train_seconds},
             **(extra or {}),
         }
         return stage.commit(info)
+
+
+def _gradual_method(config: PruneConfig | None) -> GradualMethod | None:
+    """The gradual method of ``config`` (None without one); any other kind is a `UsageError`."""
+    if config is None:
+        return None
+    method = METHODS.get(config.method)
+    if not isinstance(method, GradualMethod):
+        accepted = ", ".join(name for name, m in METHODS.items() if isinstance(m, GradualMethod))
+        raise UsageError(
+            f"training from scratch can only prune with a gradual method; {config.method!r} is "
+            f"{method.kind} (accepted: {accepted}; prune a finished run with `secateurs prune` instead)"
+        )
+    method.parse_options(config.options)
+    return method
 
 
 def _data_of(parent: LoadedRun, data_dir: str | None) -> DataConfig:

@@ -23,7 +23,7 @@ from secateurs.data.types import Splits
 from secateurs.io.files import atomic_write_json
 from secateurs.io.rundir import is_run_dir, load_run, read_run, run_lock, writing_run
 from secateurs.recipes import safe_child
-from secateurs.workflows import RunOptions, load_splits, prune_and_finetune, train_run
+from secateurs.workflows import RunOptions, build_initialized, load_splits, prune_and_finetune, train_run
 
 if TYPE_CHECKING:
     from secateurs.bench.parallel import ParallelOptions
@@ -74,12 +74,15 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     started = time.perf_counter()
     parent = load_run(dense_dir(out, cell.model, cell.seed))
     prune = cell.prune_config()
-    finetune = cell.model.finetune or suite.finetune
+    finetune = cell.method.train or cell.model.finetune or suite.finetune
+    start = parent.model
+    if cell.method.start == "init":  # the dense run's own starting weights (same seed, same init)
+        start = build_initialized(cell.model.name, splits, cell.model.train.init, cell.seed)
     measure = suite.measure
     if cell.method.bn_recalibrate is not None:
         measure = measure.model_copy(update={"bn_recalibrate": cell.method.bn_recalibrate})
     result = prune_and_finetune(
-        parent.model,
+        start,
         cell.model.name,
         splits,
         prune,

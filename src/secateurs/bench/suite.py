@@ -16,7 +16,9 @@ Example (``suites/smoke.yaml``)::
 A method entry is a `PruneConfig` without ``sparsity`` plus an optional ``label`` (the row name; the
 method name by default) — the same method can appear twice with different options. A method entry may
 also carry its own ``sparsities`` (e.g. structured methods at parameter targets), replacing the
-suite's list for that method.
+suite's list for that method, its own ``train`` budget, a subset of the suite's ``seeds``, and
+``start: init`` to start from the seed's initialisation instead of the trained dense model (gradual
+methods that train from scratch).
 
 Instead of sparsities, the axis can be *rounds of per-layer rates* (the lookahead-pruning protocol,
 `sparsity.rates`): ``rates: [0.5, 0.5, 0.5, 0.5, 0.25]`` (one per prunable layer) and
@@ -32,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,6 +75,13 @@ class MethodEntry(BaseModel):
     rates: tuple[float, ...] | None = None
     rounds: tuple[int, ...] | None = None
     bn_recalibrate: bool | None = None
+    start: Literal["dense", "init"] = "dense"
+    """``init``: the cell starts from the seed's initialisation (the dense run's starting weights)
+    instead of the trained dense model: methods that train from scratch (campfire, gmp)."""
+    train: TrainConfig | None = None
+    """This entry's training/fine-tuning budget (replaces the model's and the suite's ``finetune``)."""
+    seeds: tuple[int, ...] | None = None
+    """Run this entry for these of the suite's seeds only (default: all)."""
 
     @property
     def row_name(self) -> str:
@@ -80,7 +89,9 @@ class MethodEntry(BaseModel):
 
     def prune_config(self, sparsity: float, rates: tuple[float, ...] | None = None, rounds: int = 1) -> PruneConfig:
         """The cell's `PruneConfig`: at ``sparsity``, or (``rates`` given) at round ``rounds`` of the rates."""
-        fields = self.model_dump(exclude={"name", "label", "sparsities", "rates", "rounds", "bn_recalibrate"})
+        fields = self.model_dump(
+            exclude={"name", "label", "sparsities", "rates", "rounds", "bn_recalibrate", "start", "train", "seeds"}
+        )
         target: dict[str, object] = {"sparsity": sparsity} if rates is None else {"rates": rates, "rounds": rounds}
         config: PruneConfig = validate(
             PruneConfig, {**fields, "method": self.name, **target}, f"method {self.row_name!r}"
@@ -118,6 +129,8 @@ class Suite(BaseModel):
         if self.sparsities and self.rounds:
             raise ValueError("give the suite either 'sparsities' or 'rates' + 'rounds', not both")
         for method in self.methods:
+            if method.seeds is not None and not set(method.seeds) <= set(self.seeds):
+                raise ValueError(f"method {method.row_name!r}: seeds {list(method.seeds)} are not all suite seeds")
             rates, rounds = method.rates or self.rates, method.rounds or self.rounds
             if method.sparsities is not None:
                 continue
@@ -168,6 +181,8 @@ def cells(suite: Suite) -> Iterator[Cell]:
     for seed in suite.seeds:
         for model in suite.models:
             for method in suite.methods:
+                if method.seeds is not None and seed not in method.seeds:
+                    continue
                 for sparsity, rates, rounds in method_levels(suite, method):
                     yield Cell(model, method, sparsity, seed, rates, rounds)
 

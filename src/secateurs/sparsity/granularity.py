@@ -111,5 +111,20 @@ GRANULARITIES.add("filter", Filter())
 
 
 def granularity(name: str) -> Granularity:
-    """The registered granularity ``name`` (UsageError listing the accepted names otherwise)."""
+    """The registered granularity ``name``, or an ``N:M`` pattern such as ``2:4``.
+
+    An unknown name is a `UsageError` listing the accepted names.
+    """
+    if name not in GRANULARITIES:
+        pattern = _structured.parse_pattern(name)
+        if pattern is not None:
+            return pattern
+        try:
+            return GRANULARITIES.get(name)
+        except UsageError as error:
+            raise UsageError(f"{error}, or N:M (e.g. 2:4)") from None
     return GRANULARITIES.get(name)
+
+
+# Balanced structured granularities (window, kernel, window+kernel, n:m) register themselves.
+from secateurs.sparsity import granularities_structured as _structured  # noqa: E402
