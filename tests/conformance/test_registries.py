@@ -172,12 +172,12 @@ def test_granularity_select_on_a_conv_weight(name: str) -> None:
     shape = torch.Size((16, 8, 3, 3))
     grain.check("conv.weight", shape)
     scores = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    for sparsity in (0.0, 0.5, 0.9):
+    for sparsity in (0.0, 0.5, 0.75):  # 0.75: within every granularity's range (n:m keeps 1 of 4)
         mask = grain.select(scores, sparsity)
         assert mask.dtype == torch.bool and mask.shape == shape
         assert 0 < int(mask.sum()) <= shape.numel()
     dense = grain.select(scores, 0.0, min_keep=0)
-    sparse = grain.select(scores, 0.9, min_keep=0)
+    sparse = grain.select(scores, 0.75, min_keep=0)
     assert not bool((sparse & ~dense).any())  # nested as the sparsity grows
     # removed entries stay removed: score -inf on half the filters' entries
     dead = scores.clone()

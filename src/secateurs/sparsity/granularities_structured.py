@@ -74,11 +74,12 @@ def top_in_groups(groups: torch.Tensor, keep: int) -> torch.Tensor:
     """Boolean mask over ``groups`` (rows × G) keeping the ``keep`` largest of every row.
 
     Ties go to the lower position (stable descending sort), so the kept set for ``keep`` contains the
-    kept set for any smaller ``keep`` (nested masks).
+    kept set for any smaller ``keep`` (nested masks). Entries scored ``-inf`` (already removed) are
+    never kept, so a row with fewer than ``keep`` live entries keeps only those.
     """
     order = torch.argsort(groups, dim=1, descending=True, stable=True)[:, :keep]
     mask = torch.zeros(groups.shape, dtype=torch.bool, device=groups.device)
-    return mask.scatter_(1, order, True)
+    return mask.scatter_(1, order, True) & (groups > float("-inf"))
 
 
 def kernel_scores(scores: torch.Tensor) -> torch.Tensor:
