@@ -67,7 +67,7 @@ def test_a_single_process_world_needs_no_process_group() -> None:
 
 def test_per_rank_batch_size() -> None:
     assert distributed.per_rank_batch_size(128, World(0, 4)) == 32
-    with pytest.raises(UsageError, match="batch size 100 is the global batch .* a multiple of 3"):
+    with pytest.raises(UsageError, match=r"batch size 100 is the global batch .* a multiple of 3"):
         distributed.per_rank_batch_size(100, World(0, 3))
 
 
