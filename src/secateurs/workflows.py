@@ -8,6 +8,7 @@ in ARCHITECTURE.md and returns the content of its run.json.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from secateurs import methods as _methods  # noqa: F401  (registers the built-in methods)
-from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig
+from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, validate
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.data.registry import load_dataset
 from secateurs.data.types import Splits, TensorData, split_validation
@@ -196,10 +197,30 @@ def train_run(
 
 
 def _data_of(parent: LoadedRun, data_dir: str | None) -> DataConfig:
-    recorded = parent.info.get("config", {}).get("data")
+    config = parent.info.get("config")
+    recorded = config.get("data") if isinstance(config, dict) else None
     if not isinstance(recorded, dict) or "name" not in recorded:
         raise RunDirError(f"{parent.path}: run.json does not record its dataset (config.data)")
-    return DataConfig(name=recorded["name"], dir=data_dir if data_dir is not None else recorded.get("dir"))
+    fields = {"name": recorded["name"], "dir": data_dir if data_dir is not None else recorded.get("dir")}
+    data: DataConfig = validate(DataConfig, fields, f"{parent.path}: run.json config.data")
+    return data
+
+
+def recorded_normalization(run: LoadedRun) -> Normalization:
+    """The normalisation recorded in run.json (``preprocessing.mean``/``std``, one finite value per channel)."""
+    recorded = run.info["preprocessing"]
+    channels = run.info["model"]["input_shape"][0]
+    values = [recorded.get(key) for key in ("mean", "std")]
+    if not all(
+        isinstance(value, list)
+        and len(value) == channels
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        for value in values
+    ) or not all(v > 0 for v in values[1]):
+        raise RunDirError(
+            f"{run.path}: run.json preprocessing needs mean and std lists of {channels} finite numbers (std > 0)"
+        )
+    return Normalization(tuple(values[0]), tuple(values[1]))
 
 
 @dataclass
@@ -392,7 +413,9 @@ def evaluate_run(path: Path, *, data_dir: str | None = None, latency: bool = Fal
     """Reload a finished run and re-measure it on its own preprocessing; nothing is written."""
     run = load_run(Path(path))
     data = _data_of(run, data_dir)
+    normalization = recorded_normalization(run)
     splits = load_splits(data)
-    normalization = Normalization(tuple(run.info["preprocessing"]["mean"]), tuple(run.info["preprocessing"]["std"]))
+    if run.input_shape != splits.dataset.input_shape:
+        raise RunDirError(f"{path} was trained on inputs {run.input_shape}, the data has {splits.dataset.input_shape}")
     reference = reference_size(run.info["model"]["name"], splits)
     return measure_model(run.model, splits, normalization, dense=reference, measure=MeasureConfig(latency=latency))

@@ -24,6 +24,21 @@ from secateurs.errors import RunDirError
 PLAN_FORMAT = "secateurs-plan/1"
 
 
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_step(step: object) -> bool:
+    """Whether ``step`` has a string ``root``, an integer ``channels`` and a list of integer ``removed``."""
+    return (
+        isinstance(step, dict)
+        and isinstance(step.get("root"), str)
+        and _is_integer(step.get("channels"))
+        and isinstance(step.get("removed"), list)
+        and all(_is_integer(i) for i in step["removed"])
+    )
+
+
 def replay_plan(model: nn.Module, plan: dict[str, Any], example_inputs: torch.Tensor) -> nn.Module:
     """Apply ``plan``'s removals to ``model`` (mutated and returned); mismatches name the layer."""
     if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
@@ -34,25 +49,25 @@ def replay_plan(model: nn.Module, plan: dict[str, Any], example_inputs: torch.Te
         raise RunDirError("plan.json: 'steps' must be a list")
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
     for index, step in enumerate(steps):
-        try:
-            root_name = str(step["root"])
-            channels = int(step["channels"])
-            removed = [int(i) for i in step["removed"]]
-        except (KeyError, TypeError, ValueError):
-            raise RunDirError(f"plan.json step {index}: needs root, channels and removed") from None
+        if not _is_step(step):
+            raise RunDirError(
+                f"plan.json step {index}: needs root (a layer name), channels (an integer) and removed "
+                "(a list of integers)"
+            )
+        root_name, channels, removed = step["root"], step["channels"], list(step["removed"])
         try:
             root = model.get_submodule(root_name)
         except AttributeError:
             raise RunDirError(f"plan.json step {index}: the model has no layer {root_name!r}") from None
         pruner = graph.get_pruner_of_module(root)
-        if pruner is None:
+        found = pruner.get_out_channels(root) if pruner is not None else None
+        if found is None:
             raise RunDirError(f"plan.json step {index}: layer {root_name!r} cannot be channel-pruned")
-        found = pruner.get_out_channels(root)
         if found != channels:
             raise RunDirError(
                 f"plan.json step {index}: layer {root_name!r} has {found} output channels, the plan expects {channels}"
             )
-        if any(not 0 <= i < channels for i in removed) or len(set(removed)) >= channels:
+        if any(not 0 <= i < channels for i in removed) or len(set(removed)) != len(removed) or len(removed) >= channels:
             raise RunDirError(
                 f"plan.json step {index}: removed indices of {root_name!r} must be distinct, "
                 f"in [0, {channels}), and leave at least one channel"
