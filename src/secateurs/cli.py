@@ -123,21 +123,25 @@ def _run_distributed(command: Callable[[argparse.Namespace], int], args: argpars
     if not world.distributed:
         return command(args)
     if args.command not in DISTRIBUTED_COMMANDS:
-        distributed.shutdown()
+        distributed.shutdown(synchronize=False)
         raise UsageError(
             f"'{args.command}' does not run under torchrun; accepted there: {', '.join(DISTRIBUTED_COMMANDS)}"
         )
+    succeeded = False
     try:
         if world.is_main:
-            return command(args)
-        logger = logging.getLogger("secateurs")
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(io.StringIO()):
-            return command(args)
+            code = command(args)
+        else:
+            logger = logging.getLogger("secateurs")
+            for handler in logger.handlers:
+                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                    handler.setLevel(logging.ERROR)
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = command(args)
+        succeeded = True
+        return code
     finally:
-        distributed.shutdown()
+        distributed.shutdown(synchronize=succeeded)
 
 
 if __name__ == "__main__":

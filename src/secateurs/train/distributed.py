@@ -38,6 +38,7 @@ drawn from a generator seeded by ``i`` alone, the estimate does not depend on th
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -169,9 +170,17 @@ def current_world() -> World:
     return World(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
 
 
-def shutdown() -> None:
-    """Leave the process group (no-op when not in one)."""
+def shutdown(*, synchronize: bool = True) -> None:
+    """Leave the process group (no-op when not in one).
+
+    With ``synchronize`` every rank first waits for the others (call it so on success only: a rank
+    that failed alone would wait forever). Garbage is collected first so that no DDP wrapper still
+    holds the group when it is destroyed (gloo aborts the process if its threads outlive it).
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
