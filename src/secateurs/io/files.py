@@ -109,11 +109,21 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapp
     try:
         save_file(plain, tmp, metadata=dict(metadata) if metadata else None)
         os.chmod(tmp, FILE_MODE)
+        _fsync_file(tmp)  # the data reaches the disk before the rename publishes it (power loss)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_tensors(path: Path, what: str = "weights file") -> dict[str, torch.Tensor]:
