@@ -72,6 +72,7 @@ def collectives(world: distributed.World) -> dict[str, Any]:
 
     result["items"] = list(distributed.split_items(5, *world.shard))
     result["sum_over_items"] = distributed.sum_over_items(5, squares, world)["moments"].tolist()
+    result["second_round"] = distributed.sum_over_items(5, squares, world, first=5)["moments"].tolist()
     try:
         distributed.sum_over_items(4, lambda items: {"x": torch.zeros(2 + world.rank)}, world)
         result["layout_mismatch"] = None

@@ -62,6 +62,8 @@ def test_a_single_process_world_needs_no_process_group() -> None:
     assert distributed.broadcast_json({"a": 1}) == {"a": 1}
     assert distributed.trainer_options() == {}
     assert distributed.sum_over_items(4, lambda items: {"n": torch.tensor([float(sum(items))])})["n"].item() == 6.0
+    rounds = distributed.sum_over_items(3, lambda items: {"n": torch.tensor([float(sum(items))])}, first=4)
+    assert rounds["n"].item() == 4 + 5 + 6
     assert distributed.synchronize_masks_(None) is False
 
 
@@ -135,6 +137,7 @@ def test_collectives(two_ranks: list[dict[str, Any]]) -> None:
             "f": ["torch.float32", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]],
         }
         assert collectives["sum_over_items"] == [0 + 1 + 2 + 3 + 4, 0 + 1 + 4 + 9 + 16]
+        assert collectives["second_round"] == [5 + 6 + 7 + 8 + 9, 25 + 36 + 49 + 64 + 81]
         assert "rank(s) 1 computed results named or shaped differently from rank 0" in collectives["layout_mismatch"]
     assert [result["collectives"]["items"] for result in two_ranks] == [[0, 1, 2], [3, 4]]
 

@@ -33,7 +33,9 @@ independent probes. Split it with `sum_over_items`::
 
 Every rank gets the same totals, so every rank ranks channels the same way; because probe ``i`` is
 drawn from a generator seeded by ``i`` alone, the estimate does not depend on the number of ranks
-(up to float summation order).
+(up to float summation order). An estimator that stops early once its running mean settles works in
+rounds: ``sum_over_items(round_size, probe_sums, first=done)`` returns the same sums on every rank, so
+every rank takes the same decision to stop (return sums of squares too for standard errors).
 """
 
 from __future__ import annotations
@@ -296,17 +298,24 @@ def split_items(count: int, rank: int, size: int) -> range:
 
 
 def sum_over_items(
-    count: int, compute: Callable[[range], Mapping[str, torch.Tensor]], world: World | None = None
+    count: int,
+    compute: Callable[[range], Mapping[str, torch.Tensor]],
+    world: World | None = None,
+    *,
+    first: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Σ over items ``0 … count-1``, each rank computing its own `split_items` share.
+    """Σ over items ``first … first+count-1``, each rank computing its own `split_items` share.
 
     ``compute(items)`` returns, for the given range of item indices, the *sum* of the per-item results
     as a dict of tensors with the same names, shapes and dtypes on every rank and for every range (an
     empty range must give zeros). Returns the total over all items, identical on every rank. Raises
-    `DistributedMismatch` when ranks disagree on names or shapes.
+    `DistributedMismatch` when ranks disagree on names or shapes. ``first`` lets a caller work in
+    rounds (probes 0-15, then 16-31, …) and stop on a criterion that every rank evaluates alike.
     """
     world = world or current_world()
-    partial = {name: value.detach().clone() for name, value in compute(split_items(count, *world.shard)).items()}
+    share = split_items(count, *world.shard)
+    items = range(first + share.start, first + share.stop)
+    partial = {name: value.detach().clone() for name, value in compute(items).items()}
     if not world.distributed:
         return partial
     layout = json.dumps([[name, list(value.shape), str(value.dtype)] for name, value in partial.items()])
