@@ -55,6 +55,7 @@ import torch.distributed as dist
 from torch import nn
 
 from secateurs.errors import SecateursError, UsageError
+from secateurs.io.files import dumps_json
 
 if TYPE_CHECKING:
     from secateurs.sparsity.masks import MaskStore
@@ -233,17 +234,18 @@ def broadcast_(tensor: torch.Tensor, source: int = 0) -> torch.Tensor:
 def broadcast_json(value: Any, source: int = 0) -> Any:
     """Rank ``source``'s JSON-serialisable ``value`` on every rank (other ranks may pass None).
 
-    Sent as UTF-8 JSON bytes (no pickle): a length, then the bytes. Tuples arrive as lists.
+    Sent as UTF-8 JSON bytes (no pickle; written like run.json: tuples and tensors arrive as lists, paths
+    as strings, NaN as None): a length, then the bytes.
     """
     if not _active():
         return value
-    payload = json.dumps(value).encode() if dist.get_rank() == source else b""
+    payload = dumps_json(value).encode() if dist.get_rank() == source else b""
     length = broadcast_(torch.tensor([len(payload)], dtype=torch.int64), source)
     buffer = torch.zeros(int(length.item()), dtype=torch.uint8)
     if dist.get_rank() == source:
         buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
     broadcast_(buffer, source)
-    return json.loads(bytes(buffer.tolist()).decode())
+    return json.loads(buffer.numpy().tobytes().decode())
 
 
 _DTYPES = {str(dtype): dtype for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64,
@@ -397,7 +399,7 @@ def check_identical(tensors: Mapping[str, torch.Tensor], what: str, world: World
 
 def check_identical_json(value: Any, what: str, world: World | None = None) -> None:
     """`check_identical` for a JSON-serialisable value (e.g. a pruning plan)."""
-    digest = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(dumps_json(value).encode()).hexdigest()  # tensors and paths as in plan.json
     differing = differing_ranks(digest, world)
     if differing:
         raise DistributedMismatch(
