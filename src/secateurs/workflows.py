@@ -8,7 +8,6 @@ in ARCHITECTURE.md and returns the content of its run.json.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,14 +24,14 @@ from secateurs.data.registry import load_dataset
 from secateurs.data.types import Splits, TensorData, split_validation
 from secateurs.errors import RunDirError
 from secateurs.io.distributed_run import writing_run_on
-from secateurs.io.rundir import LoadedRun, load_run
+from secateurs.io.rundir import LoadedRun, load_run, recorded_normalization
 from secateurs.methods.base import METHODS, PruneConfig, PruneContext, PruneOutcome
 from secateurs.metrics.accuracy import evaluate
 from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.metrics.latency import measure_latency
 from secateurs.models import build_model
 from secateurs.sparsity.masks import baked_copy
-from secateurs.train import distributed
+from secateurs.train import consistency, distributed
 from secateurs.train.batchnorm import recalibrate_batchnorm_
 from secateurs.train.config import TrainConfig
 from secateurs.train.loop import Callback, Trainer, has_conv
@@ -206,23 +205,6 @@ def _data_of(parent: LoadedRun, data_dir: str | None) -> DataConfig:
     return data
 
 
-def recorded_normalization(run: LoadedRun) -> Normalization:
-    """The normalisation recorded in run.json (``preprocessing.mean``/``std``, one finite value per channel)."""
-    recorded = run.info["preprocessing"]
-    channels = run.info["model"]["input_shape"][0]
-    values = [recorded.get(key) for key in ("mean", "std")]
-    if not all(
-        isinstance(value, list)
-        and len(value) == channels
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-        for value in values
-    ) or not all(v > 0 for v in values[1]):
-        raise RunDirError(
-            f"{run.path}: run.json preprocessing needs mean and std lists of {channels} finite numbers (std > 0)"
-        )
-    return Normalization(tuple(values[0]), tuple(values[1]))
-
-
 @dataclass
 class PrunedModel:
     """A pruned (and fine-tuned) model with everything measured about it."""
@@ -282,8 +264,8 @@ def prune_and_finetune(
     outcome = method.apply(model, prune, method_options, context)
     model = outcome.model
     if world.distributed:
-        distributed.synchronize_masks_(outcome.masks, world)
-        distributed.check_identical_json(outcome.plan, "pruning plans", world)
+        consistency.synchronize_masks_(outcome.masks, world)
+        consistency.check_identical_json(outcome.plan, "pruning plans", world)
     if measure.bn_recalibrate:
         train_batches = BatchLoader(splits.train, 256, normalization, channels_last=has_conv(model))
         recalibrate_batchnorm_(model, _take(train_batches, measure.bn_batches))
@@ -305,7 +287,7 @@ def prune_and_finetune(
         history, seconds = summary.history, summary.train_seconds
         model.cpu()
     if world.distributed and outcome.masks is not None:
-        distributed.check_identical(outcome.masks.state_dict(), "masks after fine-tuning", world)
+        consistency.check_identical(outcome.masks.state_dict(), "masks after fine-tuning", world)
     metrics = (
         measure_model(
             model,

@@ -21,7 +21,7 @@ from secateurs.errors import RunDirError, UsageError
 from secateurs.io.distributed_run import writing_run_on
 from secateurs.io.rundir import is_run_dir
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train import distributed
+from secateurs.train import consistency, distributed
 from secateurs.train.config import TrainConfig
 from secateurs.train.loop import Callback, Trainer
 
@@ -84,9 +84,9 @@ def collectives(world: distributed.World) -> dict[str, Any]:
 def identical_state(world: distributed.World) -> dict[str, Any]:
     result: dict[str, Any] = {}
     same = {"w": torch.ones(3)}
-    distributed.check_identical(same, "weights", world)
+    consistency.check_identical(same, "weights", world)
     try:
-        distributed.check_identical({"w": torch.ones(3) * (1 + world.rank)}, "weights", world)
+        consistency.check_identical({"w": torch.ones(3) * (1 + world.rank)}, "weights", world)
         result["mismatch"] = None
     except distributed.DistributedMismatch as error:
         result["mismatch"] = str(error)
@@ -94,9 +94,9 @@ def identical_state(world: distributed.World) -> dict[str, Any]:
     store = MaskStore(model)
     generator = torch.Generator().manual_seed(world.rank)  # rank 1 prunes differently
     store.set_("1.weight", torch.rand(32, 784, generator=generator) < 0.5)
-    result["masks_differed"] = distributed.synchronize_masks_(store, world)
+    result["masks_differed"] = consistency.synchronize_masks_(store, world)
     mask = store.get("1.weight")
-    result["mask_digest"] = distributed.tensor_digest({"m": mask})
+    result["mask_digest"] = consistency.tensor_digest({"m": mask})
     result["masked_weights_zero"] = bool((store.original("1.weight")[~mask] == 0).all())
     return result
 
@@ -131,7 +131,7 @@ def training(world: distributed.World, root: Path) -> dict[str, Any]:
     summary = resumed.fit(resume=True)
     expected = dict(whole.model.state_dict())
     got = dict(resumed.model.state_dict())
-    distributed.check_identical(got, "resumed weights", world)
+    consistency.check_identical(got, "resumed weights", world)
     try:
         train(world, config.with_(batch_size=33), 5, None)
         batch_error = None
@@ -142,7 +142,7 @@ def training(world: distributed.World, root: Path) -> dict[str, Any]:
         "resumed_steps": summary.steps,
         "history": [{k: v for k, v in record.items() if k != "seconds"} for record in whole_history],
         "resumed_history": [{k: v for k, v in record.items() if k != "seconds"} for record in summary.history],
-        "weights_digest": distributed.tensor_digest(expected),
+        "weights_digest": consistency.tensor_digest(expected),
         "batch_error": batch_error,
     }
 

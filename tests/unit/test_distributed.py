@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secateurs.errors import UsageError
-from secateurs.train import distributed
+from secateurs.train import consistency, distributed
 from secateurs.train.distributed import World
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -64,7 +64,7 @@ def test_a_single_process_world_needs_no_process_group() -> None:
     assert distributed.sum_over_items(4, lambda items: {"n": torch.tensor([float(sum(items))])})["n"].item() == 6.0
     rounds = distributed.sum_over_items(3, lambda items: {"n": torch.tensor([float(sum(items))])}, first=4)
     assert rounds["n"].item() == 4 + 5 + 6
-    assert distributed.synchronize_masks_(None) is False
+    assert consistency.synchronize_masks_(None) is False
 
 
 def test_per_rank_batch_size() -> None:
@@ -75,12 +75,12 @@ def test_per_rank_batch_size() -> None:
 
 def test_tensor_digest_sees_every_bit_and_ignores_insertion_order() -> None:
     a = {"x": torch.zeros(4), "m": torch.tensor([True, False])}
-    assert distributed.tensor_digest(a) == distributed.tensor_digest(dict(reversed(a.items())))
+    assert consistency.tensor_digest(a) == consistency.tensor_digest(dict(reversed(a.items())))
     flipped = {"x": torch.zeros(4), "m": torch.tensor([True, True])}
-    assert distributed.tensor_digest(a) != distributed.tensor_digest(flipped)
+    assert consistency.tensor_digest(a) != consistency.tensor_digest(flipped)
     negative_zero = {"x": torch.tensor([-0.0, 0.0, 0.0, 0.0]), "m": a["m"]}
-    assert distributed.tensor_digest(a) != distributed.tensor_digest(negative_zero)
-    assert distributed.tensor_digest({"x": torch.zeros(2, 2)}) != distributed.tensor_digest({"x": torch.zeros(4)})
+    assert consistency.tensor_digest(a) != consistency.tensor_digest(negative_zero)
+    assert consistency.tensor_digest({"x": torch.zeros(2, 2)}) != consistency.tensor_digest({"x": torch.zeros(4)})
 
 
 # ------------------------------------------------------------------------------- two processes

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from secateurs import __version__
+from secateurs.data.loader import Normalization
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import atomic_write_json, load_tensors, read_json, replace_dir, save_tensors, tensor_shapes
 from secateurs.sparsity.masks import MaskStore, load_plain_state_dict, plain_state_dict
@@ -343,3 +344,20 @@ def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -
         masks.enforce_()
     model.eval()
     return LoadedRun(path=path, info=info, model=model, masks=masks, plan=plan)
+
+
+def recorded_normalization(run: LoadedRun) -> Normalization:
+    """The normalisation recorded in run.json (``preprocessing.mean``/``std``, one finite value per channel)."""
+    recorded = run.info["preprocessing"]
+    channels = run.info["model"]["input_shape"][0]
+    values = [recorded.get(key) for key in ("mean", "std")]
+    if not all(
+        isinstance(value, list)
+        and len(value) == channels
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        for value in values
+    ) or not all(v > 0 for v in values[1]):
+        raise RunDirError(
+            f"{run.path}: run.json preprocessing needs mean and std lists of {channels} finite numbers (std > 0)"
+        )
+    return Normalization(tuple(values[0]), tuple(values[1]))

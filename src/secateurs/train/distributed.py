@@ -14,8 +14,8 @@ What this module provides:
   ranks and add up the results on every rank;
 - `data_parallel` and `trainer_options`: the module wrapper (DDP) and the ``shard=``/``parallel=``
   arguments of `secateurs.train.loop.Trainer`;
-- `tensor_digest` / `check_identical` / `synchronize_masks_`: masks are broadcast from rank 0 after
-  pruning and compared by hash on every rank; a difference is a `DistributedMismatch`.
+- `differing_ranks`: which ranks hold a digest other than rank 0's (`secateurs.train.consistency`
+  builds the mask broadcast and the hash checks on it; a difference is a `DistributedMismatch`).
 
 **Hessian probes (HAP).** A Hutchinson estimate ``tr(H) ≈ (1/N) Σᵢ vᵢᵀ H vᵢ`` is a sum over
 independent probes. Split it with `sum_over_items`::
@@ -48,7 +48,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -56,9 +56,6 @@ from torch import nn
 
 from secateurs.errors import SecateursError, UsageError
 from secateurs.io.files import dumps_json
-
-if TYPE_CHECKING:
-    from secateurs.sparsity.masks import MaskStore
 
 log = logging.getLogger(__name__)
 
@@ -366,16 +363,6 @@ def trainer_options(world: World | None = None) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ identical state
-def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of ``tensors`` (in sorted name order)."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def differing_ranks(digest: str, world: World | None = None) -> list[int]:
     """The ranks whose ``digest`` differs from rank 0's (every rank gets the same list)."""
     world = world or current_world()
@@ -385,47 +372,3 @@ def differing_ranks(digest: str, world: World | None = None) -> list[int]:
     gathered = [torch.zeros_like(mine) for _ in range(world.size)]
     dist.all_gather(gathered, mine)
     return [rank for rank, other in enumerate(gathered) if not torch.equal(other.cpu(), gathered[0].cpu())]
-
-
-def check_identical(tensors: Mapping[str, torch.Tensor], what: str, world: World | None = None) -> None:
-    """Raise `DistributedMismatch` on every rank unless all ranks hold bit-identical ``tensors``."""
-    differing = differing_ranks(tensor_digest(tensors), world)
-    if differing:
-        raise DistributedMismatch(
-            f"the {what} differ between ranks: rank(s) {', '.join(map(str, differing))} do not match rank 0 "
-            "(every rank must hold identical state; is the method deterministic?)"
-        )
-
-
-def check_identical_json(value: Any, what: str, world: World | None = None) -> None:
-    """`check_identical` for a JSON-serialisable value (e.g. a pruning plan)."""
-    digest = hashlib.sha256(dumps_json(value).encode()).hexdigest()  # tensors and paths as in plan.json
-    differing = differing_ranks(digest, world)
-    if differing:
-        raise DistributedMismatch(
-            f"the {what} differ between ranks: rank(s) {', '.join(map(str, differing))} do not match rank 0 "
-            "(every rank must choose the same structure; is the method deterministic?)"
-        )
-
-
-def synchronize_masks_(masks: MaskStore | None, world: World | None = None) -> bool:
-    """Make every rank's masks rank 0's (broadcast), then check them by hash.
-
-    Returns True when the masks had differed before the broadcast (logged as a warning). Mutates the
-    masks (and zeroes what they remove) on ranks other than 0.
-    """
-    world = world or current_world()
-    if not world.distributed:
-        return False
-    state = masks.state_dict() if masks is not None else {}
-    names = broadcast_json(sorted(state) if world.is_main else None)
-    if names != sorted(state):
-        raise DistributedMismatch(f"rank {world.rank} masks {len(state)} parameters, rank 0 masks {len(names)}")
-    differed = bool(differing_ranks(tensor_digest(state), world))
-    if differed:
-        log.warning("masks differed between ranks after pruning; every rank now uses rank 0's")
-    received = broadcast_tensors(state if world.is_main else None)
-    if masks is not None and not world.is_main:
-        masks.update_(received)
-    check_identical(masks.state_dict() if masks is not None else {}, "masks", world)
-    return differed
