@@ -2,11 +2,17 @@
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr naming what was wrong and what
 is accepted), 1 internal failure, 130 interrupted.
+
+Under ``torchrun`` (``torchrun --nproc_per_node=N -m secateurs train|prune|run ...``) every process joins
+the process group here, at the edge (`secateurs.train.distributed.init_from_environment`); only rank 0
+logs, prints and writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -16,6 +22,9 @@ from typing import NoReturn
 from secateurs.errors import SecateursError, UsageError
 
 log = logging.getLogger("secateurs")
+
+DISTRIBUTED_COMMANDS = ("train", "prune", "run")
+"""Sub-commands that run data-parallel under torchrun; the others refuse to."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         command: Callable[[argparse.Namespace], int] = args.handler
-        return command(args)
+        return _run_distributed(command, args) if "WORLD_SIZE" in os.environ else command(args)
     except UsageError as error:
         print(f"secateurs: error: {error}", file=sys.stderr)
         return 2
@@ -104,6 +113,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if log_handler is not None:
             logging.getLogger("secateurs").removeHandler(log_handler)
+
+
+def _run_distributed(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run ``command`` as one rank of a torchrun job: rank 0 logs and prints, the others stay quiet."""
+    from secateurs.train import distributed
+
+    world = distributed.init_from_environment(os.environ)
+    if not world.distributed:
+        return command(args)
+    if args.command not in DISTRIBUTED_COMMANDS:
+        distributed.shutdown(synchronize=False)
+        raise UsageError(
+            f"'{args.command}' does not run under torchrun; accepted there: {', '.join(DISTRIBUTED_COMMANDS)}"
+        )
+    succeeded = False
+    try:
+        if world.is_main:
+            code = command(args)
+        else:
+            logger = logging.getLogger("secateurs")
+            for handler in logger.handlers:
+                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                    handler.setLevel(logging.ERROR)
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = command(args)
+        succeeded = True
+        return code
+    finally:
+        distributed.shutdown(synchronize=succeeded)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from secateurs.errors import ConfigError
 from secateurs.methods.base import PruneConfig, format_validation_error
 from secateurs.train.config import TrainConfig
+
+MAX_SEED = 2**32 - 1
+"""Seeds are unsigned 32-bit integers: derived seeds (per epoch, per probe) must stay within torch's 64 bits."""
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+MAX_YAML_VALUES = 100_000
+"""A recipe or suite may expand to at most this many values once YAML aliases are followed (alias bombs)."""
 
 
 class DataConfig(BaseModel):
@@ -88,7 +96,7 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = DataConfig()
     model: str | None = None
     train: TrainConfig | None = None
@@ -149,13 +157,38 @@ def load_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
         raise ConfigError(f"cannot read {what} {path}: {error}") from None
     try:
         tree = yaml.safe_load(text)
+        size = expanded_size(tree, {})
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{what} {path} is not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} is nested too deeply to be a {what}") from None
+    if size > MAX_YAML_VALUES:
+        raise ConfigError(
+            f"{what} {path} expands to more than {MAX_YAML_VALUES:,} values once its YAML aliases are followed; "
+            "refusing it (an alias bomb?)"
+        )
     if not isinstance(tree, dict):
         raise ConfigError(f"{what} {path} must be a YAML mapping, found {type(tree).__name__}")
     return tree
+
+
+def expanded_size(tree: Any, sizes: dict[int, int]) -> int:
+    """The number of values in ``tree`` with shared (aliased) sub-trees counted at every use.
+
+    Linear in the number of *distinct* containers (``sizes`` memoises them by identity), so a YAML
+    alias bomb is measured without being expanded.
+    """
+    if not isinstance(tree, dict | list):
+        return 1
+    known = sizes.get(id(tree))
+    if known is not None:
+        return known
+    children = [*tree.keys(), *tree.values()] if isinstance(tree, dict) else tree
+    size = 1 + sum(expanded_size(child, sizes) for child in children)
+    sizes[id(tree)] = size
+    return size
 
 
 def validate(model: type[BaseModel], tree: dict[str, Any], what: str) -> Any:

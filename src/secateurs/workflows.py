@@ -18,12 +18,13 @@ import torch
 from torch import nn
 
 from secateurs import methods as _methods  # noqa: F401  (registers the built-in methods)
-from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, RobustnessConfig
+from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, RobustnessConfig, validate
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.data.registry import load_dataset
 from secateurs.data.types import Splits, TensorData, split_validation
 from secateurs.errors import RunDirError, UsageError
-from secateurs.io.rundir import LoadedRun, load_run, writing_run
+from secateurs.io.distributed_run import writing_run_on
+from secateurs.io.rundir import LoadedRun, load_run, recorded_normalization
 from secateurs.methods.base import METHODS, PruneConfig, PruneContext, PruneOutcome
 from secateurs.methods.gradual import GradualMethod, gradual_info
 from secateurs.metrics.accuracy import evaluate
@@ -31,6 +32,7 @@ from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.metrics.latency import measure_latency
 from secateurs.models import build_model
 from secateurs.sparsity.masks import baked_copy
+from secateurs.train import consistency, distributed
 from secateurs.train.batchnorm import recalibrate_batchnorm_
 from secateurs.train.config import TrainConfig
 from secateurs.train.loop import Callback, Trainer, has_conv
@@ -166,12 +168,14 @@ def train_run(
     """Train ``model_name`` from scratch into the run directory ``options.out``.
 
     With ``gradual`` (a gradual method's config, e.g. campfire) the method prunes while the model
-    trains: its callback and mask store join the trainer and the run saves masks.safetensors.
+    trains: its callback and mask store join the trainer and the run saves masks.safetensors. Under
+    torchrun the ranks train data-parallel and rank 0 alone writes (and measures) the run.
     """
     splits = splits or load_splits(data)
     started = time.perf_counter()
     method = _gradual_method(gradual)
-    with writing_run(options.out, overwrite=options.overwrite, resume=options.resume) as stage:
+    world = distributed.current_world()
+    with writing_run_on(world, options.out, overwrite=options.overwrite, resume=options.resume) as stage:
         model = build_initialized(model_name, splits, train.init, seed)
         dense = size_report(model, splits.dataset.input_shape)
         pruning = None
@@ -185,12 +189,23 @@ def train_run(
             masks=pruning.masks if pruning is not None else None,
             callbacks=[pruning, *callbacks] if pruning is not None else callbacks,
             checkpoint_dir=stage.checkpoint_dir,
-            progress=options.progress,
+            progress=options.progress and world.is_main,
+            **distributed.trainer_options(world),
         )
         summary = trainer.fit(resume=stage.resumed)
+        model.cpu()
         masks = trainer.masks
-        metrics = measure_model(
-            model, splits, trainer.normalization, dense=dense, measure=options.measure, eval_subset=train.eval_subset
+        metrics = (
+            measure_model(
+                model,
+                splits,
+                trainer.normalization,
+                dense=dense,
+                measure=options.measure,
+                eval_subset=train.eval_subset,
+            )
+            if world.is_main
+            else {}
         )
         stage.save_model(model)
         stage.save_masks(masks)
@@ -232,10 +247,13 @@ def _gradual_method(config: PruneConfig | None) -> GradualMethod | None:
 
 
 def _data_of(parent: LoadedRun, data_dir: str | None) -> DataConfig:
-    recorded = parent.info.get("config", {}).get("data")
+    config = parent.info.get("config")
+    recorded = config.get("data") if isinstance(config, dict) else None
     if not isinstance(recorded, dict) or "name" not in recorded:
         raise RunDirError(f"{parent.path}: run.json does not record its dataset (config.data)")
-    return DataConfig(name=recorded["name"], dir=data_dir if data_dir is not None else recorded.get("dir"))
+    fields = {"name": recorded["name"], "dir": data_dir if data_dir is not None else recorded.get("dir")}
+    data: DataConfig = validate(DataConfig, fields, f"{parent.path}: run.json config.data")
+    return data
 
 
 @dataclass
@@ -274,8 +292,11 @@ def prune_and_finetune(
     """Prune ``model`` (mutated; a structured method may return a new module), fine-tune, measure.
 
     Methods that train while they prune (iterative, gradual) receive ``finetune`` as their training
-    budget instead of a separate fine-tuning phase.
+    budget instead of a separate fine-tuning phase. Under torchrun the masks (or plan) are made
+    identical on every rank after pruning, fine-tuning is data-parallel, the masks are checked again
+    before they are returned, and only rank 0 measures (the others return empty metrics).
     """
+    world = distributed.current_world()
     method = METHODS.get(prune.method)
     method_options = method.parse_options(prune.options)
     normalization = Normalization(splits.dataset.mean, splits.dataset.std)
@@ -293,10 +314,13 @@ def prune_and_finetune(
     )
     outcome = method.apply(model, prune, method_options, context)
     model = outcome.model
+    if world.distributed:
+        consistency.synchronize_masks_(outcome.masks, world)
+        consistency.check_identical_json(outcome.plan, "pruning plans", world)
     if measure.bn_recalibrate:
         train_batches = BatchLoader(splits.train, 256, normalization, channels_last=has_conv(model))
         recalibrate_batchnorm_(model, _take(train_batches, measure.bn_batches))
-    before = accuracy_metrics(model, splits, normalization, eval_subset)
+    before = accuracy_metrics(model, splits, normalization, eval_subset) if world.is_main else {}
     history: list[dict[str, Any]] = []
     seconds = 0.0
     if finetune is not None and not method.trains and finetune.epochs > 0:
@@ -307,12 +331,25 @@ def prune_and_finetune(
             seed=seed,
             masks=outcome.masks,
             checkpoint_dir=checkpoint_dir / "finetune" if checkpoint_dir is not None else None,
-            progress=progress,
+            progress=progress and world.is_main,
+            **distributed.trainer_options(world),
         )
         summary = trainer.fit(resume=resume)
         history, seconds = summary.history, summary.train_seconds
-    metrics = measure_model(
-        model, splits, normalization, dense=reference_size(model_name, splits), measure=measure, eval_subset=eval_subset
+        model.cpu()
+    if world.distributed and outcome.masks is not None:
+        consistency.check_identical(outcome.masks.state_dict(), "masks after fine-tuning", world)
+    metrics = (
+        measure_model(
+            model,
+            splits,
+            normalization,
+            dense=reference_size(model_name, splits),
+            measure=measure,
+            eval_subset=eval_subset,
+        )
+        if world.is_main
+        else {}
     )
     extra_epochs = finetune.epochs if finetune is not None and not method.trains else 0.0
     return PrunedModel(
@@ -349,7 +386,8 @@ def prune_run(
         raise RunDirError(
             f"{source} was trained on inputs {tuple(spec['input_shape'])}, the data has {splits.dataset.input_shape}"
         )
-    with writing_run(options.out, overwrite=options.overwrite, resume=options.resume) as stage:
+    world = distributed.current_world()
+    with writing_run_on(world, options.out, overwrite=options.overwrite, resume=options.resume) as stage:
         result = prune_and_finetune(
             parent.model,
             spec["name"],
@@ -408,7 +446,9 @@ def evaluate_run(path: Path, *, data_dir: str | None = None, latency: bool = Fal
     """Reload a finished run and re-measure it on its own preprocessing; nothing is written."""
     run = load_run(Path(path))
     data = _data_of(run, data_dir)
+    normalization = recorded_normalization(run)
     splits = load_splits(data)
-    normalization = Normalization(tuple(run.info["preprocessing"]["mean"]), tuple(run.info["preprocessing"]["std"]))
+    if run.input_shape != splits.dataset.input_shape:
+        raise RunDirError(f"{path} was trained on inputs {run.input_shape}, the data has {splits.dataset.input_shape}")
     reference = reference_size(run.info["model"]["name"], splits)
     return measure_model(run.model, splits, normalization, dense=reference, measure=MeasureConfig(latency=latency))

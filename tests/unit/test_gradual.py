@@ -300,9 +300,7 @@ def test_trainer_resume_mid_schedule_gives_the_same_masks_and_weights(tmp_path: 
     assert whole_masks.keys() == resumed_masks.keys()
     for name, mask in whole_masks.items():
         assert torch.equal(mask, resumed_masks[name]), name
-        assert 1 - mask.double().mean().item() == pytest.approx(
-            6 / 9 if mask.shape[2] == 3 else 0.75
-        )
+        assert 1 - mask.double().mean().item() == pytest.approx(6 / 9 if mask.shape[2] == 3 else 0.75)
     for (name, value), (_, other) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(value, other), name
 

@@ -42,6 +42,7 @@ from secateurs.config import (
     CalibrationConfig,
     DataConfig,
     MeasureConfig,
+    Seed,
     load_yaml,
     parse_overrides,
     set_path,
@@ -105,7 +106,7 @@ class Suite(BaseModel):
     name: str
     description: str = ""
     data: DataConfig = DataConfig()
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[Seed, ...] = (0,)
     models: tuple[ModelEntry, ...]
     methods: tuple[MethodEntry, ...]
     sparsities: tuple[float, ...] = ()
@@ -192,6 +193,14 @@ def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
     for key, value in parse_overrides(overrides):
         set_path(tree, key, value)
     suite: Suite = validate(Suite, tree, f"suite {path}")
+    from secateurs.models import model_entry
+    from secateurs.recipes import check_name
+
+    for model in suite.models:  # fail on unknown models and unsafe cell names before any training
+        model_entry(model.name)
+    if suite.keep_runs:
+        for cell in cells(suite):
+            check_name(cell.key.replace("|", "_"), "cell name")
     for method in suite.methods:  # fail on bad method options before any training
         from secateurs.methods import METHODS
 

@@ -75,10 +75,23 @@ def summary(info: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
+def seed_value(text: str) -> int:
+    """``--seed``: an unsigned 32-bit integer (anything else is a usage error naming the range)."""
+    from secateurs.config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got {text!r}")
+    return value
+
+
 def add_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run at --out")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0, help="an integer in [0, 2**32)")
     parser.add_argument("--data-dir", help="dataset directory (or file); default: SECATEURS_DATA, then the system copy")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
 

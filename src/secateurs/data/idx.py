@@ -125,7 +125,10 @@ def read_idx(path: Path) -> torch.Tensor:
             f"{path}: {found - expected} trailing bytes after the IDX payload: the header ({shape_text} "
             f"{dtype.name}) promises {expected} bytes, found {found}"
         )
-    array = np.frombuffer(data, dtype=dtype, count=numel, offset=header_size).reshape(dims)
+    try:
+        array = np.frombuffer(data, dtype=dtype, count=numel, offset=header_size).reshape(dims)
+    except ValueError as error:  # e.g. 0×4294967295×4294967295: empty, but too big a shape for numpy
+        raise DataError(f"{path}: the IDX header's shape {shape_text} cannot be represented ({error})") from None
     # One copy: makes the array writable (torch requires it) and native-endian.
     return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from secateurs.errors import RunDirError
@@ -96,6 +96,8 @@ def read_json(path: Path, what: str = "JSON file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise RunDirError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:
+        raise RunDirError(f"{what} {path} is nested too deeply to be a {what}") from None
 
 
 def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
@@ -107,11 +109,21 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapp
     try:
         save_file(plain, tmp, metadata=dict(metadata) if metadata else None)
         os.chmod(tmp, FILE_MODE)
+        _fsync_file(tmp)  # the data reaches the disk before the rename publishes it (power loss)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_tensors(path: Path, what: str = "weights file") -> dict[str, torch.Tensor]:
@@ -120,6 +132,17 @@ def load_tensors(path: Path, what: str = "weights file") -> dict[str, torch.Tens
         raise RunDirError(f"{what} {path} does not exist")
     try:
         return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise RunDirError(f"{what} {path} is not a valid safetensors file: {error}") from None
+
+
+def tensor_shapes(path: Path, what: str = "weights file") -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a safetensors file, read from its header only (no data)."""
+    if not path.is_file():
+        raise RunDirError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise RunDirError(f"{what} {path} is not a valid safetensors file: {error}") from None
 

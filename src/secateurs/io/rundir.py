@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import os
 import platform
 import shutil
@@ -23,8 +24,9 @@ import torch
 from torch import nn
 
 from secateurs import __version__
+from secateurs.data.loader import Normalization
 from secateurs.errors import RunDirError, UsageError
-from secateurs.io.files import atomic_write_json, load_tensors, read_json, replace_dir, save_tensors
+from secateurs.io.files import atomic_write_json, load_tensors, read_json, replace_dir, save_tensors, tensor_shapes
 from secateurs.sparsity.masks import MaskStore, load_plain_state_dict, plain_state_dict
 
 RUN_FILE = "run.json"
@@ -34,6 +36,11 @@ PLAN_FILE = "plan.json"
 LOG_FILE = "log.txt"
 CHECKPOINT_DIR = "checkpoint"
 REQUIRED_KEYS = ("kind", "model", "preprocessing", "seed", "metrics")
+MAX_INPUT_SIZE = 65_536
+"""The largest input dimension (channels, height, width) a run.json may declare."""
+MAX_CLASSES = 1_000_000
+MAX_PLAN_SHRINK = 1_000
+"""A physically pruned run's weights may hold down to 1/1000 of its unpruned model's parameters."""
 
 
 def versions() -> dict[str, str]:
@@ -173,6 +180,9 @@ def writing_run(out: Path, *, overwrite: bool = False, resume: bool = False) -> 
     so ``resume=True`` can continue from its last checkpoint.
     """
     out = Path(out)
+    linked = [path for path in (out, partial_dir(out)) if path.is_symlink()]
+    if linked:
+        raise RunDirError(f"{linked[0]} is a symbolic link; refusing to write a run through it")
     if out.exists():
         if not out.is_dir() or (any(out.iterdir()) and not is_run_dir(out)):
             raise RunDirError(f"--out {out} exists and is not a run directory; refusing to replace it")
@@ -219,7 +229,65 @@ def read_run(path: Path) -> dict[str, Any]:
     model = info["model"]
     if not isinstance(model, dict) or not {"name", "input_shape", "num_classes"} <= set(model):
         raise RunDirError(f"{path / RUN_FILE}: 'model' needs name, input_shape and num_classes")
+    if not _valid_model_spec(model):
+        raise RunDirError(
+            f"{path / RUN_FILE}: 'model' must have a string name, an input_shape of 1 to 4 integers in "
+            f"[1, {MAX_INPUT_SIZE}] and an integer num_classes in [1, {MAX_CLASSES}]"
+        )
+    for key in ("metrics", "preprocessing"):
+        if not isinstance(info[key], dict):
+            raise RunDirError(f"{path / RUN_FILE}: {key!r} must be an object, found {type(info[key]).__name__}")
     return info
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _valid_model_spec(model: dict[str, Any]) -> bool:
+    shape, classes = model["input_shape"], model["num_classes"]
+    return (
+        isinstance(model["name"], str)
+        and isinstance(shape, list)
+        and 1 <= len(shape) <= 4
+        and all(_is_integer(size) and 1 <= size <= MAX_INPUT_SIZE for size in shape)
+        and _is_integer(classes)
+        and 1 <= classes <= MAX_CLASSES
+    )
+
+
+def _check_weights_fit(path: Path, spec: dict[str, Any], pruned: bool) -> None:
+    """Compare run.json's model with the weights file's header before allocating the model.
+
+    The registry model is built on the ``meta`` device (no memory): without a plan its tensors must
+    be exactly those of ``model.safetensors``; with one (a physically smaller model) the unpruned
+    model may be at most `MAX_PLAN_SHRINK` times larger. A crafted run.json thus cannot make
+    `load_run` allocate a model far larger than the files on disk.
+    """
+    from secateurs.models import build_model
+
+    with torch.device("meta"):
+        skeleton = build_model(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]))
+    expected = {name: tuple(value.shape) for name, value in plain_state_dict(skeleton).items()}
+    found = tensor_shapes(path / MODEL_FILE)
+    where = path / MODEL_FILE
+    if pruned:
+        sizes = [sum(math.prod(shape) for shape in shapes.values()) for shapes in (expected, found)]
+        if sizes[0] > MAX_PLAN_SHRINK * max(sizes[1], 1):
+            raise RunDirError(
+                f"{where} holds {sizes[1]:,} values but run.json's model {spec['name']} {tuple(spec['input_shape'])} "
+                f"has {sizes[0]:,}: more than {MAX_PLAN_SHRINK}x more than any plan could remove"
+            )
+        return
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        detail = [f"missing {', '.join(missing[:4])}" if missing else "", f"unexpected {', '.join(unexpected[:4])}"]
+        raise RunDirError(f"{where} does not match the model: {'; '.join(part for part in detail if part.strip())}")
+    for name, shape in expected.items():
+        if found[name] != shape:
+            raise RunDirError(
+                f"{where} does not match the model: {name} has shape {found[name]}, the model expects {shape}"
+            )
 
 
 @dataclass
@@ -248,11 +316,15 @@ def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -
     info = read_run(path)
     spec = info["model"]
     try:
+        if model_factory is None:
+            _check_weights_fit(path, spec, pruned=(path / PLAN_FILE).is_file())
         model = (
             model_factory()
             if model_factory
             else build_model(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]))
         )
+    except RunDirError:
+        raise
     except UsageError as error:
         raise RunDirError(f"{path}: cannot rebuild its model: {error}") from None
     plan = None
@@ -272,3 +344,20 @@ def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -
         masks.enforce_()
     model.eval()
     return LoadedRun(path=path, info=info, model=model, masks=masks, plan=plan)
+
+
+def recorded_normalization(run: LoadedRun) -> Normalization:
+    """The normalisation recorded in run.json (``preprocessing.mean``/``std``, one finite value per channel)."""
+    recorded = run.info["preprocessing"]
+    channels = run.info["model"]["input_shape"][0]
+    values = [recorded.get(key) for key in ("mean", "std")]
+    if not all(
+        isinstance(value, list)
+        and len(value) == channels
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        for value in values
+    ) or not all(v > 0 for v in values[1]):
+        raise RunDirError(
+            f"{run.path}: run.json preprocessing needs mean and std lists of {channels} finite numbers (std > 0)"
+        )
+    return Normalization(tuple(values[0]), tuple(values[1]))

@@ -45,6 +45,10 @@ def make_plan(steps: list[dict[str, Any]]) -> dict[str, Any]:
     return {"format": PLAN_FORMAT, "steps": steps}
 
 
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def replay_plan(model: nn.Module, plan: dict[str, Any], example_inputs: torch.Tensor) -> nn.Module:
     """Apply ``plan``'s steps to ``model`` (mutated and returned); a mismatch is a `RunDirError` naming
     the step and the layer. On error the model is left partly pruned: pass a copy you can discard."""
@@ -82,14 +86,21 @@ def _layer(model: nn.Module, name: str, index: int) -> nn.Module:
 
 
 def _indices(step: dict[str, Any], key: str, index: int) -> tuple[str, int, list[int]]:
+    """``(layer name, channels, indices)`` of a step; anything but a string and integers is a `RunDirError`."""
     name_key = "root" if key == "removed" else "layer"
-    try:
-        name = str(step[name_key])
-        channels = int(step["channels"])
-        indices = [int(i) for i in step[key]]
-    except (KeyError, TypeError, ValueError):
-        raise RunDirError(f"plan.json step {index}: needs {name_key}, channels and {key}") from None
-    return name, channels, indices
+    name, channels, indices = step.get(name_key), step.get("channels"), step.get(key)
+    if not (
+        isinstance(name, str)
+        and _is_integer(channels)
+        and isinstance(indices, list)
+        and all(_is_integer(i) for i in indices)
+    ):
+        raise RunDirError(
+            f"plan.json step {index}: needs {name_key} (a layer name), channels (an integer) and {key} "
+            "(a list of integers)"
+        )
+    assert isinstance(channels, int)
+    return name, channels, [int(i) for i in indices]
 
 
 def _remove(model: nn.Module, graph: tp.DependencyGraph, step: dict[str, Any], index: int) -> None:

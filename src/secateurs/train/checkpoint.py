@@ -13,6 +13,7 @@ behind ``bias``), and a resume must not hand a bias's momentum to a weight.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,54 @@ def save_checkpoint(
         replace_dir(staging, target)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read into memory: plain weights, masks, optimizer tensors and the JSON state."""
+
+    model: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor] | None
+    optimizer: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    source: Path
+
+
+def read_checkpoint(directory: Path) -> Checkpoint | None:
+    """Read ``directory/latest`` without applying it; None when there is no checkpoint."""
+    source = directory / LATEST
+    if not (source / "state.json").is_file():
+        return None
+    state = read_json(source / "state.json", "checkpoint state")
+    if not isinstance(state, dict) or not {"trainer", "optimizer"} <= set(state):
+        raise RunDirError(f"checkpoint state {source / 'state.json'} lacks 'trainer' or 'optimizer'")
+    masks = None
+    if (source / "masks.safetensors").is_file():
+        masks = load_tensors(source / "masks.safetensors", "checkpoint masks")
+    return Checkpoint(
+        model=load_tensors(source / "model.safetensors", "checkpoint weights"),
+        masks=masks,
+        optimizer=load_tensors(source / "optimizer.safetensors", "optimizer state"),
+        state=state,
+        source=source,
+    )
+
+
+def apply_checkpoint(
+    checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer, masks: MaskStore | None
+) -> dict[str, Any]:
+    """Restore model, masks and optimizer from ``checkpoint``; return the trainer state (mutates all three)."""
+    source = checkpoint.source
+    if masks is not None and checkpoint.masks is not None:
+        masks.load_state_dict(checkpoint.masks)
+    load_plain_state_dict(model, checkpoint.model, source)
+    try:
+        current = _parameter_names(model, optimizer)
+        state = _optimizer_state(checkpoint.optimizer, checkpoint.state["optimizer"], current, source)
+        optimizer.load_state_dict(state)
+    except (KeyError, ValueError, TypeError) as error:
+        raise RunDirError(f"checkpoint optimizer state in {source} does not match the model: {error}") from None
+    return dict(checkpoint.state["trainer"])
+
+
 def load_checkpoint(
     directory: Path,
     model: nn.Module,
@@ -111,17 +160,5 @@ def load_checkpoint(
 
     Returns None when there is no checkpoint. Mutates ``model``, ``masks`` and ``optimizer``.
     """
-    source = directory / LATEST
-    if not (source / "state.json").is_file():
-        return None
-    state = read_json(source / "state.json", "checkpoint state")
-    if masks is not None and (source / "masks.safetensors").is_file():
-        masks.load_state_dict(load_tensors(source / "masks.safetensors", "checkpoint masks"))
-    load_plain_state_dict(model, load_tensors(source / "model.safetensors", "checkpoint weights"), source)
-    try:
-        tensors = load_tensors(source / "optimizer.safetensors", "optimizer state")
-        current = _parameter_names(model, optimizer)
-        optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"], current, source))
-    except (KeyError, ValueError) as error:
-        raise RunDirError(f"checkpoint optimizer state in {source} does not match the model: {error}") from None
-    return dict(state["trainer"])
+    checkpoint = read_checkpoint(directory)
+    return None if checkpoint is None else apply_checkpoint(checkpoint, model, optimizer, masks)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class TrainConfig(BaseModel):
     """How to train (or fine-tune) a model. Epochs may be fractional (InfCoP budgets of ½ epoch)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: float = Field(5.0, ge=0)
     batch_size: int = Field(128, ge=1)

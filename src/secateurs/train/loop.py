@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from secateurs.data.types import Splits, TensorData
 from secateurs.errors import TrainingDiverged
 from secateurs.metrics.accuracy import Evaluation, evaluate
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train.checkpoint import load_checkpoint, save_checkpoint
+from secateurs.train import distributed
+from secateurs.train.checkpoint import Checkpoint, apply_checkpoint, read_checkpoint, save_checkpoint
 from secateurs.train.config import TrainConfig
 from secateurs.train.optim import build_optimizer, learning_rate, set_learning_rate
 
@@ -82,6 +83,15 @@ class Trainer:
     ``masks`` (optional) is bound to the optimizer so masked weights stay exactly zero. With a
     ``checkpoint_dir`` the full state is saved atomically at every epoch end and `fit(resume=True)`
     continues from the last one.
+
+    Data-parallel (``shard=(rank, world)`` with ``world > 1``, inside a torch.distributed process group,
+    ``parallel`` = the DDP wrapper; see `secateurs.train.distributed.trainer_options`): ``batch_size``
+    stays the *global* batch, each rank takes ``batch_size / world`` examples of every global batch, so
+    the same global batch and seed give the same optimisation as one process (up to float summation
+    order; dropout and augmentation draw per-rank random numbers). Losses, train and validation
+    metrics are reduced over ranks, so every rank sees the same record and stops at the same step;
+    BatchNorm buffers are rank 0's after every epoch. Only the rank given a ``checkpoint_dir`` (rank 0)
+    writes checkpoints; on resume it reads them and broadcasts the state to the others.
     """
 
     def __init__(
@@ -115,9 +125,11 @@ class Trainer:
         self.normalization = Normalization(dataset.mean, dataset.std)
         augment = dataset.augment if config.augment == "auto" else config.augment
         train = _head(splits.train, config.train_subset)
+        self.shard = shard
+        world = distributed.World(rank=shard[0], size=shard[1])
         self.train_loader = BatchLoader(
             train,
-            config.batch_size,
+            distributed.per_rank_batch_size(config.batch_size, world),
             self.normalization,
             shuffle=True,
             seed=seed,
@@ -131,6 +143,7 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.train_module = parallel(model) if parallel is not None else model
+        self.device = next(iter(model.parameters()), torch.zeros(())).device
         self.optimizer = build_optimizer(model.parameters(), config)
         if masks is not None:
             masks.bind_optimizer(self.optimizer)
@@ -152,7 +165,22 @@ class Trainer:
         )
 
     def evaluate(self, split: str = "val") -> Evaluation:
-        return evaluate(self.model, self.loader(split))
+        """Accuracy and loss on ``split``; data-parallel ranks each evaluate a slice and add up."""
+        rank, world = self.shard
+        if world == 1:
+            return evaluate(self.model, _on_device(self.loader(split), self.device))
+        loader = self.loader(split)
+        items = distributed.split_items(len(loader.data), rank, world)
+        loader.data = loader.data.subset(slice(items.start, items.stop))
+        part = evaluate(self.model, _on_device(loader, self.device))
+        loss_sum = part.loss * part.count if part.count else 0.0
+        totals = distributed.all_reduce_sum(
+            torch.tensor([part.accuracy * part.count, loss_sum, part.count], dtype=torch.float64)
+        )
+        count = round(float(totals[2]))
+        if count == 0:
+            return Evaluation(accuracy=0.0, loss=float("nan"), count=0)
+        return Evaluation(accuracy=round(float(totals[0])) / count, loss=float(totals[1]) / count, count=count)
 
     def stop(self, reason: str) -> None:
         """Ask the loop to stop after the current step (callbacks call this)."""
@@ -178,11 +206,12 @@ class Trainer:
             save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.masks, self.state_dict())
 
     def _restore(self) -> bool:
-        if self.checkpoint_dir is None:
+        checkpoint = read_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        if self.shard[1] > 1:  # rank 0 read it; every rank applies the same bytes
+            checkpoint = _broadcast_checkpoint(checkpoint, is_source=self.shard[0] == 0)
+        if checkpoint is None:
             return False
-        state = load_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.masks)
-        if state is None:
-            return False
+        state = apply_checkpoint(checkpoint, self.model, self.optimizer, self.masks)
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
@@ -232,7 +261,8 @@ class Trainer:
 
     def _run_epoch(self, progress: tqdm) -> None:
         epoch = self.epoch
-        torch.manual_seed(epoch_seed(self.seed, epoch))
+        rank, world = self.shard
+        torch.manual_seed(epoch_seed(self.seed, epoch) + rank)
         self.train_loader.set_epoch(epoch)
         first_step = epoch * self.steps_per_epoch
         skip = self.step - first_step  # > 0 only when resuming mid-epoch is ever supported
@@ -249,24 +279,31 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_step_begin(self)
             set_learning_rate(self.optimizer, learning_rate(self.config, self.step, self.steps_per_epoch))
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             logits = self.train_module(x)
             loss = self.loss_fn(logits, y)
-            if not torch.isfinite(loss):
+            checked = loss.detach() if world == 1 else distributed.all_reduce_mean(loss.detach().clone())
+            if not torch.isfinite(checked):  # reduced over ranks: every rank stops at the same step
                 raise TrainingDiverged(
-                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {self.step + 1}; "
+                    f"the loss became {float(checked)} at epoch {epoch + 1}, step {self.step + 1}; "
                     + (f"the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else "stopping")
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.step += 1
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss_sum += loss.detach().cpu() * y.numel()
+            correct += (logits.detach().argmax(1) == y).sum().cpu()
             seen += y.numel()
             progress.update(1)
             for callback in self.callbacks:
                 callback.on_step_end(self)
         self.train_seconds += time.perf_counter() - started
+        if world > 1:
+            sums = torch.tensor([float(loss_sum), float(correct), seen], dtype=torch.float64)
+            totals = distributed.all_reduce_sum(sums)
+            loss_sum, correct, seen = totals[0], totals[1].round().long(), round(float(totals[2]))
+            _broadcast_buffers_(self.model)
         self._check_weights(epoch)
         self.epoch += 1
         validation = self.evaluate("val")
@@ -302,6 +339,36 @@ class Trainer:
                     f"parameter {name} became NaN/Inf in epoch {epoch + 1} (step {self.step}); "
                     + (f"the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else "stopping")
                 )
+
+
+def _on_device(batches: BatchLoader, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for x, y in batches:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def _broadcast_buffers_(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics): the model saved is rank 0's."""
+    for buffer in model.buffers():
+        distributed.broadcast_(buffer.data.view(torch.uint8) if buffer.dtype == torch.bool else buffer.data)
+
+
+def _broadcast_checkpoint(checkpoint: Checkpoint | None, *, is_source: bool) -> Checkpoint | None:
+    """Rank 0's checkpoint (read from its disk) on every rank, or None everywhere."""
+    header = None
+    if is_source and checkpoint is not None:
+        header = {"state": checkpoint.state, "masks": checkpoint.masks is not None, "source": str(checkpoint.source)}
+    header = distributed.broadcast_json(header)
+    if header is None:
+        return None
+    own = checkpoint if is_source else None
+    return Checkpoint(
+        model=distributed.broadcast_tensors(own.model if own else None),
+        masks=distributed.broadcast_tensors(own.masks if own else None) if header["masks"] else None,
+        optimizer=distributed.broadcast_tensors(own.optimizer if own else None),
+        state=header["state"],
+        source=Path(header["source"]),
+    )
 
 
 def _head(data: TensorData, count: int | None) -> TensorData:
