@@ -249,7 +249,11 @@ def test_suite_overrides(tmp_path: Path) -> None:
             ConfigError,
             r"methods\.1\.scope|scope",
         ),
-        (("sparsities: [0.5, 0.9]\n", ""), ConfigError, r"method 'magnitude' has no sparsities \(set 'sparsities'\)$"),
+        (
+            ("sparsities: [0.5, 0.9]\n", ""),
+            ConfigError,
+            r"method 'magnitude' has no sparsities \(set 'sparsities' or 'rates' \+ 'rounds'\)$",
+        ),
         (("seeds: [0, 1]\n", "seeds: []\n"), ConfigError, "a suite needs at least one seed, one model and one method$"),
     ],
 )
