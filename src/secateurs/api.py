@@ -14,7 +14,7 @@ The CLI is a thin layer over this module and `secateurs.workflows`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,7 @@ def prune(
     target: str = "params",
     min_keep: int = 1,
     exclude: Sequence[str] = (),
+    layer_sparsity: Mapping[str, float] | str | None = None,
     seed: int = 0,
     splits: Splits | None = None,
     train_config: TrainConfig | None = None,
@@ -104,7 +105,10 @@ def prune(
 
     ``example_inputs`` is a batch of inputs (its shape after the batch dimension is the input shape
     used for MAC counts and tracing); ``data`` are calibration batches for data-driven methods;
-    ``options`` are the method's own options (validated; unknown keys are errors). Unstructured methods
+    ``options`` are the method's own options (validated; unknown keys are errors). ``layer_sparsity``
+    (a ``weight name → sparsity`` mapping or the path of such a YAML file, e.g. from `secateurs
+    sensitivity --emit-targets`) gives listed layers their own target; the others get ``sparsity``.
+    Unstructured methods
     mutate ``model`` (masks as parametrizations); structured methods may return a new, smaller module
     in ``result.model``.
     """
@@ -118,6 +122,11 @@ def prune(
         min_keep=min_keep,
         exclude=tuple(exclude),
         options=dict(options),
+        **(
+            {"layer_sparsity": layer_sparsity if isinstance(layer_sparsity, str) else dict(layer_sparsity)}
+            if layer_sparsity is not None
+            else {}
+        ),
     )
     parsed = entry.parse_options(config.options)
     input_shape = tuple(example_inputs.shape[1:])

@@ -76,6 +76,19 @@ def test_sensitivity_writes_table_plot_and_targets(
     assert weighted_sparsity(targets, LAYERS) == pytest.approx(0.3, abs=1e-5)
     assert (out / "sensitivity.png").read_bytes().startswith(b"\x89PNG")
 
+    # the emitted file is a prune target: every layer lands on its own sparsity
+    pruned = tmp_path / "pruned"
+    code, _, err = run_cli(
+        capsys, "prune", "--from", str(dense_run), "--method", "magnitude", "--layer-sparsity",
+        str(out / "layer_sparsity.yaml"), "--out", str(pruned), "--no-latency",
+    )  # fmt: skip
+    assert code == 0, err
+    info = json.loads((pruned / "run.json").read_text())
+    assert info["config"]["method"]["layer_sparsity"] == targets
+    for name, total in LAYERS.items():
+        kept, listed_total = info["method_info"]["layers"][name]
+        assert listed_total == total and kept == max(1, round((1 - targets[name]) * total))
+
 
 @pytest.mark.parametrize(
     ("arguments", "fragment"),

@@ -125,7 +125,7 @@ def targets_yaml(targets: Mapping[str, float], sizes: Mapping[str, int], rule: T
         f"# Per-layer sparsity targets from `secateurs sensitivity` of {source}.",
         f"# Rule: largest grid sparsity whose accuracy drop stays within {rule.tolerance:g}, {scaled}.",
         f"# Weighted overall sparsity of the listed layers: {overall:.4f}.",
-        "# Use: method: {name: magnitude, options: {layer_sparsity: THIS_FILE}} (see docs/reports.md).",
+        "# Use: secateurs prune --layer-sparsity THIS_FILE, or method: {name: magnitude, layer_sparsity: THIS_FILE}.",
     ]
     body = yaml.safe_dump({name: round(float(value), 6) for name, value in targets.items()}, sort_keys=False)
     return "\n".join(header) + "\n" + body

@@ -75,6 +75,8 @@ class MethodEntry(BaseModel):
     sparsities: tuple[float, ...] | None = None
     rates: tuple[float, ...] | None = None
     rounds: tuple[int, ...] | None = None
+    layer_sparsity: dict[str, float] | str | None = None
+    """Per-weight targets or the path of a ``layer_sparsity.yaml`` (`PruneConfig.layer_sparsity`)."""
     bn_recalibrate: bool | None = None
     start: Literal["dense", "init"] = "dense"
     """``init``: the cell starts from the seed's initialisation (the dense run's starting weights)

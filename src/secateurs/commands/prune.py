@@ -13,20 +13,24 @@ ORDER = 20
 
 def handle(args: argparse.Namespace) -> int:
     from secateurs.config import CalibrationConfig, validate
+    from secateurs.errors import UsageError
     from secateurs.methods.base import PruneConfig
     from secateurs.workflows import prune_run
 
+    if args.sparsity is None and args.layer_sparsity is None:
+        raise UsageError("prune needs --sparsity (the fraction removed, in [0, 1)) or --layer-sparsity FILE")
     prune = validate(
         PruneConfig,
         {
             "method": args.method,
-            "sparsity": args.sparsity,
+            **({"sparsity": args.sparsity} if args.sparsity is not None else {}),
             "scope": args.scope,
             "granularity": args.granularity,
             "target": args.target,
             "min_keep": args.min_keep,
             "exclude": tuple(args.exclude or ()),
             "options": method_options(args),
+            **({"layer_sparsity": args.layer_sparsity} if args.layer_sparsity is not None else {}),
         },
         "prune options",
     )
@@ -74,7 +78,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("prune", help="prune a finished run, then fine-tune it")
     parser.add_argument("--from", dest="source", required=True, help="the run directory to prune")
     parser.add_argument("--method", required=True, help="a registered method (secateurs list methods)")
-    parser.add_argument("--sparsity", type=float, required=True, help="fraction removed, in [0, 1)")
+    parser.add_argument("--sparsity", type=float, default=None, help="fraction removed, in [0, 1)")
+    parser.add_argument(
+        "--layer-sparsity",
+        metavar="FILE",
+        help="per-weight targets (layer_sparsity.yaml of `secateurs sensitivity --emit-targets`); "
+        "unlisted weights get --sparsity (default 0)",
+    )
     parser.add_argument("--scope", choices=("layerwise", "global"))
     parser.add_argument("--granularity", default="element")
     parser.add_argument("--target", choices=("params", "macs", "channels"), default="params")

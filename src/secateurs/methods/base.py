@@ -60,11 +60,19 @@ class PruneConfig(BaseModel):
     prunes to the size-weighted mean of the layer targets. Only methods with ``supports_rates``."""
     rounds: int = Field(1, ge=1)
     """How many rounds of ``rates`` (the paper's iteration index ``it``); needs ``rates``."""
+    layer_sparsity: dict[str, float] | None = None
+    """Per-weight targets (``features.0.weight: 0.9``), e.g. the ``layer_sparsity.yaml`` that
+    `secateurs sensitivity --emit-targets` writes; a string is read as such a YAML file. Weights not
+    listed get ``sparsity`` (0 when left out). Layer-wise methods with ``supports_rates`` only."""
 
     @model_validator(mode="before")
     @classmethod
     def _rates_imply_sparsity(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("rates") is not None and "sparsity" not in data:
+        if not isinstance(data, dict):
+            return data
+        if isinstance(data.get("layer_sparsity"), str | Path):
+            data = {**data, "layer_sparsity": read_layer_sparsity(Path(data["layer_sparsity"]))}
+        if (data.get("rates") is not None or data.get("layer_sparsity") is not None) and "sparsity" not in data:
             return {**data, "sparsity": 0.0}
         return data
 
@@ -77,6 +85,14 @@ class PruneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_rates(self) -> PruneConfig:
+        if self.layer_sparsity is not None:
+            if self.rates is not None:
+                raise ValueError("give either layer_sparsity or rates, not both: each sets every layer's target")
+            bad = {name: value for name, value in self.layer_sparsity.items() if not 0.0 <= value < 1.0}
+            if bad:
+                raise ValueError(f"every layer_sparsity must be in [0, 1) (the fraction removed), got {bad}")
+            if self.method in METHODS and not METHODS.get(self.method).supports_rates:
+                raise ValueError(f"method {self.method!r} does not take per-layer targets (use 'sparsity')")
         if self.rates is None:
             if self.rounds != 1:
                 raise ValueError(f"rounds ({self.rounds}) needs a per-layer rate list 'rates'")
@@ -88,6 +104,21 @@ class PruneConfig(BaseModel):
         if self.method in METHODS and not METHODS.get(self.method).supports_rates:
             raise ValueError(f"method {self.method!r} does not take per-layer rates (use 'sparsity')")
         return self
+
+
+def read_layer_sparsity(path: Path) -> dict[str, float]:
+    """A ``weight name → sparsity`` YAML mapping (`secateurs sensitivity --emit-targets`); errors are ValueErrors."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read layer_sparsity file {str(path)!r}: {type(error).__name__}") from None
+    if not isinstance(document, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in document.items()
+    ):
+        raise ValueError(f"layer_sparsity file {str(path)!r} must map weight names to numbers (features.0.weight: 0.9)")
+    return {name: float(value) for name, value in document.items()}
 
 
 class NoOptions(BaseModel):
@@ -221,6 +252,8 @@ class ScoreAndSelect(Method):
         self, model: nn.Module, names: Sequence[str], config: PruneConfig, options: BaseModel
     ) -> tuple[float | dict[str, float], dict[str, Any]]:
         """The selection target(s) and, for a rate protocol, its description for ``info["protocol"]``."""
+        if config.layer_sparsity is not None:
+            return self.listed_targets(names, config), {"layer_sparsity": dict(config.layer_sparsity)}
         if config.rates is None:
             return self.sparsities(names, config, options), {}
         targets = layer_targets(config.rates, names, config.rounds)
@@ -228,6 +261,17 @@ class ScoreAndSelect(Method):
         nominal = nominal_sparsity(targets, sizes)
         protocol = {"rates": list(config.rates), "rounds": config.rounds, "layers": targets, "target_sparsity": nominal}
         return (nominal if self.scope(config) == "global" else targets), {"protocol": protocol}
+
+    def listed_targets(self, names: Sequence[str], config: PruneConfig) -> dict[str, float]:
+        """``config.layer_sparsity`` over ``names`` (unlisted weights get ``config.sparsity``)."""
+        listed = config.layer_sparsity or {}
+        unknown = sorted(set(listed) - set(names))
+        if unknown:
+            shown = ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
+            raise UsageError(f"layer_sparsity names {', '.join(unknown[:4])}, not prunable weights here ({shown})")
+        if self.scope(config) == "global":
+            raise UsageError(f"layer_sparsity sets each layer's target; method {config.method!r} ranks globally")
+        return {name: listed.get(name, config.sparsity) for name in names}
 
     def choose(
         self,
