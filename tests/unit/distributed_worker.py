@@ -147,6 +147,27 @@ def training(world: distributed.World, root: Path) -> dict[str, Any]:
     }
 
 
+def hutchinson_problem() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """A small conv net and calibration data, the same in every process (the test recomputes it)."""
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 3))
+    generator = torch.Generator().manual_seed(12)
+    data = [(torch.randn(8, 1, 5, 5, generator=generator), torch.randint(0, 3, (8,), generator=generator))]
+    return model, data
+
+
+def hutchinson(world: distributed.World) -> dict[str, Any]:
+    """HAP's channel traces with the probes split over the ranks (never stopping early)."""
+    from secateurs.scoring.hessian import HutchinsonConfig, hutchinson_channel_traces
+
+    model, data = hutchinson_problem()
+    config = HutchinsonConfig(probes=7, min_probes=7, tolerance=0.0)
+    traces = hutchinson_channel_traces(
+        model, data, nn.functional.cross_entropy, torch.Generator().manual_seed(3), config
+    )
+    return {"probes": traces.probes, "traces": {name: value.tolist() for name, value in traces.traces.items()}}
+
+
 def main() -> None:
     root = Path(sys.argv[1])
     torch.set_num_threads(1)
@@ -154,6 +175,7 @@ def main() -> None:
     result = {"world": [world.rank, world.size, world.backend]}
     result["collectives"] = collectives(world)
     result["identical"] = identical_state(world)
+    result["hutchinson"] = hutchinson(world)
     result["run_directories"] = run_directories(world, root / "runs")
     result["training"] = training(world, root / "training")
     distributed.shutdown()

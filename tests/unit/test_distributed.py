@@ -142,6 +142,23 @@ def test_collectives(two_ranks: list[dict[str, Any]]) -> None:
     assert [result["collectives"]["items"] for result in two_ranks] == [[0, 1, 2], [3, 4]]
 
 
+def test_hutchinson_probes_split_over_ranks_give_the_single_process_traces(two_ranks: list[dict[str, Any]]) -> None:
+    from distributed_worker import hutchinson_problem
+
+    from secateurs.scoring.hessian import HutchinsonConfig, hutchinson_channel_traces
+
+    model, data = hutchinson_problem()
+    config = HutchinsonConfig(probes=7, min_probes=7, tolerance=0.0)
+    single = hutchinson_channel_traces(
+        model, data, torch.nn.functional.cross_entropy, torch.Generator().manual_seed(3), config
+    )
+    leader, follower = (result["hutchinson"] for result in two_ranks)
+    assert leader == follower  # all-reduced: bit-identical on every rank
+    assert leader["probes"] == single.probes == 7  # rounds of 2 probes, the last one of 1
+    for name, values in leader["traces"].items():
+        assert torch.allclose(torch.tensor(values, dtype=torch.float64), single.traces[name], rtol=1e-5, atol=1e-8)
+
+
 def test_masks_are_broadcast_from_rank_0_and_checked(two_ranks: list[dict[str, Any]]) -> None:
     for result in two_ranks:
         identical = result["identical"]

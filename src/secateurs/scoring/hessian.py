@@ -105,23 +105,32 @@ def hutchinson_channel_traces(
     generator: torch.Generator,
     config: HutchinsonConfig = HutchinsonConfig(),
 ) -> ChannelTraces:
-    """Hutchinson estimates of Tr(H_cc) for every output channel c of every Conv2d/Linear leaf."""
+    """Hutchinson estimates of Tr(H_cc) for every output channel c of every Conv2d/Linear leaf.
+
+    Probe ``i`` is drawn from its own generator, seeded with one number drawn from ``generator`` plus
+    ``i``, so under torchrun the probes are split across ranks (`distributed.sum_over_items`: each
+    rank runs its share of every round, the sums are all-reduced) and the estimate is the one a
+    single process computes with the same rounds. A round is one probe per process; the running
+    means are checked for convergence after every round, alike on every rank.
+    """
+    from secateurs.train.distributed import current_world, sum_over_items
+
     started = time.perf_counter()
+    world = current_world()
+    base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     work = prepared_copy(model)
     layers = hessian_layers(work)
     weights = layer_weights(layers)
-    with torch.enable_grad():
-        gradient = mean_loss_gradient(work, weights, batches, loss_fn)
-        setup_seconds = time.perf_counter() - started
-        sizes = [w.shape[0] for w in weights]
-        total = torch.zeros(sum(sizes), dtype=torch.float64)
-        squares = torch.zeros_like(total)
-        previous: torch.Tensor | None = None
-        changes: list[float] = []
-        hvp_seconds = 0.0
-        count = 0
-        for count in range(1, config.probes + 1):
-            probes = [rademacher(w.shape, generator, w.dtype) for w in weights]
+    sizes = [w.shape[0] for w in weights]
+    hvp_seconds = 0.0
+
+    def probe_sums(items: range) -> dict[str, torch.Tensor]:
+        nonlocal hvp_seconds
+        sums = torch.zeros(sum(sizes), dtype=torch.float64)
+        squares = torch.zeros_like(sums)
+        for item in items:
+            probe_generator = torch.Generator().manual_seed(base_seed + item)
+            probes = [rademacher(w.shape, probe_generator, w.dtype) for w in weights]
             hvp_started = time.perf_counter()
             products = torch.autograd.grad(gradient, weights, grad_outputs=probes, retain_graph=True)
             hvp_seconds += time.perf_counter() - hvp_started
@@ -131,8 +140,24 @@ def hutchinson_channel_traces(
                     for (_, module), probe, product in zip(layers, probes, products, strict=True)
                 ]
             ).to(torch.float64)
-            total += records
+            sums += records
             squares += records * records
+        return {"sums": sums, "squares": squares}
+
+    with torch.enable_grad():
+        gradient = mean_loss_gradient(work, weights, batches, loss_fn)
+        setup_seconds = time.perf_counter() - started
+        total = torch.zeros(sum(sizes), dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        previous: torch.Tensor | None = None
+        changes: list[float] = []
+        count = 0
+        while count < config.probes:
+            size = min(world.size, config.probes - count)
+            round_sums = sum_over_items(size, probe_sums, world, first=count)
+            total += round_sums["sums"]
+            squares += round_sums["squares"]
+            count += size
             means = total / count
             if previous is not None:
                 change = float((means - previous).norm() / previous.norm().clamp_min(1e-30))
