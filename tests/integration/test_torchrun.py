@@ -26,6 +26,18 @@ SOURCE = Path(__file__).resolve().parents[2] / "src"
 TRAIN = ["--model", "lenet300", "--data", "synthetic", "--epochs", "2", "--batch-size", "32", "--lr", "0.05"]
 PRUNE = ["--method", "magnitude", "--sparsity", "0.9", "--finetune-epochs", "1", "--finetune-batch-size", "32"]
 COMMON = ["--no-latency", "--seed", "3"]
+IMP = [
+    "--method",
+    "imp",
+    "--sparsity",
+    "0.75",
+    "--rounds",
+    "2",
+    "--finetune-epochs",
+    "1",
+    "--finetune-batch-size",
+    "32",
+]
 
 
 def torchrun(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -63,6 +75,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # Pruned from the *same* dense run as the one-process prune: magnitude then sees identical weights.
     pruned = torchrun("prune", "--from", str(one / "dense"), *PRUNE, *COMMON, "--out", str(two / "pruned"))
     assert pruned.returncode == 0, pruned.stderr
+    one_process("prune", "--from", str(one / "dense"), *IMP, *COMMON, "--out", str(one / "imp"))
+    iterative = torchrun("prune", "--from", str(one / "dense"), *IMP, *COMMON, "--out", str(two / "imp"))
+    assert iterative.returncode == 0, iterative.stderr
     assert trained.stdout.count("train run dense") == 1  # rank 0 alone prints its summary
     return {"one": one, "two": two}
 
@@ -95,8 +110,21 @@ def test_two_process_masks_equal_one_process_masks(runs: dict[str, Path]) -> Non
         assert int(torch.count_nonzero(weights[name][~mask])) == 0
 
 
+def test_iterative_pruning_retrains_data_parallel_like_one_process(runs: dict[str, Path]) -> None:
+    # IMP retrains inside the method: its rounds train data-parallel (global batch 32 split over 2 ranks)
+    single, double = run_json(runs["one"] / "imp"), run_json(runs["two"] / "imp")
+    rounds = [(r["round"], r["sparsity"]) for r in double["history"]["method"]]
+    assert rounds == [(r["round"], r["sparsity"]) for r in single["history"]["method"]]
+    assert [r["sparsity"] for r in double["history"]["method"]] == pytest.approx([0.5, 0.75], abs=1e-4)
+    assert abs(single["metrics"]["test_accuracy"] - double["metrics"]["test_accuracy"]) <= 0.005
+    masks_one = load_tensors(runs["one"] / "imp" / "masks.safetensors")
+    masks_two = load_tensors(runs["two"] / "imp" / "masks.safetensors")
+    differing = sum(int((masks_one[name] != masks_two[name]).sum()) for name in masks_one)
+    assert differing <= 0.001 * sum(mask.numel() for mask in masks_one.values())  # float-order ties only
+
+
 def test_rank_0_alone_wrote_complete_run_directories(runs: dict[str, Path]) -> None:
-    assert sorted(os.listdir(runs["two"])) == ["dense", "pruned"]  # no partial dirs, no lock files
+    assert sorted(os.listdir(runs["two"])) == ["dense", "imp", "pruned"]  # no partial dirs, no lock files
     for name in ("dense", "pruned"):
         assert is_run_dir(runs["two"] / name)
         assert not (runs["two"] / name / "checkpoint").exists()

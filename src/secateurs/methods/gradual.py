@@ -166,6 +166,7 @@ class GradualMethod(Method):
         )
 
     def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
+        from secateurs.train.distributed import trainer_options
         from secateurs.train.loop import Trainer
 
         if context.splits is None or context.train_config is None:
@@ -183,6 +184,7 @@ class GradualMethod(Method):
             callbacks=[callback],
             checkpoint_dir=context.checkpoint_dir,
             progress=context.progress,
+            **trainer_options(),
         )
         summary = trainer.fit(resume=context.checkpoint_dir is not None)
         return PruneOutcome(

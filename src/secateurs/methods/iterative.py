@@ -36,6 +36,7 @@ from secateurs.methods.base import (
     register_method,
 )
 from secateurs.sparsity.schedules import geometric_sparsity, per_round_rate
+from secateurs.train.distributed import trainer_options
 from secateurs.train.loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,9 @@ class Iterative(Method):
             round_config = self.round_config(config, options, round_index)
             outcome = method.apply(model, round_config, inner_options, context)
             score_seconds += outcome.score_seconds
-            trainer = Trainer(model, splits, train_config, seed=context.seed + round_index, masks=outcome.masks)
+            trainer = Trainer(
+                model, splits, train_config, seed=context.seed + round_index, masks=outcome.masks, **trainer_options()
+            )
             record: dict[str, Any] = {
                 "round": round_index,
                 "sparsity_prunable": outcome.masks.sparsity() if outcome.masks is not None else 0.0,

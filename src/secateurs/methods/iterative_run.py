@@ -30,6 +30,7 @@ from secateurs.sparsity.pq_index import sap_masks
 from secateurs.sparsity.rewind import capture_rewind_point, rewind_
 from secateurs.sparsity.rounds import fixed_fraction_masks
 from secateurs.train.config import TrainConfig
+from secateurs.train.distributed import trainer_options
 from secateurs.train.flow_check import FlowCheck
 from secateurs.train.loop import Callback, Trainer, has_conv
 
@@ -92,6 +93,7 @@ class IterativeRun:
             masks=self.masks,
             callbacks=callbacks,
             progress=self.context.progress,
+            **trainer_options(),
         )
 
     def _evaluate(self, split: str) -> float:
