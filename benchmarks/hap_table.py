@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from secateurs.bench.table import lookup, mean_std
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("params removed", "method_info.realised.params_removed", "percent"),
@@ -42,22 +42,6 @@ ORDER = (
     "tp-hessian",
     "tp-hessian-fixed",
 )
-
-
-def lookup(row: dict[str, Any], dotted: str) -> Any:
-    node: Any = row
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def cell(values: list[float], kind: str) -> str:

@@ -17,6 +17,7 @@ def test_hap_fmnist_suite_compares_every_method_at_two_parameter_targets() -> No
     assert labels == {
         "hap",
         "hap-implant0.1",
+        "hap-implant0.3",
         "l2-filter",
         "taylor",
         "random-channel",
@@ -28,7 +29,7 @@ def test_hap_fmnist_suite_compares_every_method_at_two_parameter_targets() -> No
     assert all(m.target == "params" for m in suite.methods)  # every method lands on the same size
     assert suite.sparsities == (0.5, 0.7) and suite.measure.bn_recalibrate
     assert suite.finetune is not None and suite.finetune.train_subset == 10000
-    assert len(list(cells(suite))) == 18
+    assert len(list(cells(suite))) == 20
 
 
 def test_demo_suite_includes_hap() -> None:
