@@ -61,11 +61,15 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
         method = METHODS.get(args.method)
         if key not in method.Options.model_fields:
             takers = sorted(name for name, other in METHODS.items() if key in other.Options.model_fields)
+            flag = key.replace("_", "-")
             raise UsageError(
-                f"--{key} does not apply to method {args.method!r}; methods that take it: {', '.join(takers) or 'none'}"
+                f"--{flag} does not apply to method {args.method!r}; "
+                f"methods that take it: {', '.join(takers) or 'none'}"
             )
         if key in options and options[key] != value:
-            raise UsageError(f"--{key} {value} contradicts --option {key}={options[key]}; give one of them")
+            raise UsageError(
+                f"--{key.replace('_', '-')} {value} contradicts --option {key}={options[key]}; give one of them"
+            )
         options[key] = value
     return options
 

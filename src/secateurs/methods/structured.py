@@ -14,7 +14,7 @@ The shared pipeline of every ``kind = "structured"`` method of secateurs (``hap`
    allocation is `structure.latency_allocate` instead: widths on a grid (multiples of ``round_to``,
    or of `LATENCY_GRID` when ``round_to`` is 1), most importance kept per millisecond of a
    per-layer latency table (`structure.latency_table`, measured once per machine and cached), and
-   option ``target: latency`` makes ``sparsity`` the fraction of the dense predicted latency removed;
+   option ``latency_target`` makes ``sparsity`` the fraction of the dense predicted latency removed;
 4. build `plan.json` and replay it on a copy (`structure.surgery`): the returned model is physically
    smaller, and exactly what `load_run` rebuilds. The input model is not modified.
 
@@ -60,8 +60,8 @@ class ChannelOptions(BaseModel):
     """Keep channel counts in multiples of this where possible."""
     latency_aware: bool = False
     """Allocate by importance kept per millisecond on a per-layer latency table measured on this machine."""
-    target: Literal["latency"] | None = None
-    """``latency`` (latency-aware only): ``sparsity`` is the fraction of the dense predicted latency removed."""
+    latency_target: bool = False
+    """Latency-aware only: ``sparsity`` is the fraction of the dense predicted latency removed (not of --target)."""
     latency_batch: int = Field(256, ge=1)
     """Batch size the latency table is timed at."""
     latency_threads: int | None = Field(None, ge=1)
@@ -189,7 +189,7 @@ class ChannelPruning(Method):
             return table.total_ms(dict(zip(roots, removed, strict=True)))
 
         dense_ms = latency([0] * len(groups))
-        quantity = options.target or config.target
+        quantity = "latency" if options.latency_target else config.target
 
         def fraction(unit_masks: list[torch.Tensor]) -> float:
             if quantity == "latency":
@@ -233,7 +233,7 @@ class ChannelPruning(Method):
         params, macs = count_params(pruned), count_macs(pruned, input_shape)
         return {
             "target": {
-                "quantity": getattr(options, "target", None) or config.target,
+                "quantity": "latency" if getattr(options, "latency_target", False) else config.target,
                 "sparsity": config.sparsity,
                 "scope": "latency-aware" if getattr(options, "latency_aware", False) else self.scope(config),
             },
@@ -266,8 +266,8 @@ def latency_step(round_to: int) -> int:
 
 def check_latency_options(method: str, config: PruneConfig, options: Any) -> None:
     """`ConfigError` for option combinations the latency-aware allocation cannot honour."""
-    if options.target == "latency" and not options.latency_aware:
-        raise ConfigError(f"method {method!r}: option target=latency needs latency_aware=true")
+    if options.latency_target and not options.latency_aware:
+        raise ConfigError(f"method {method!r}: option latency_target=true needs latency_aware=true")
     if options.latency_aware and getattr(options, "implant_ratio", 0.0) > 0:
         raise ConfigError(
             f"method {method!r}: latency_aware does not price implants; use implant_ratio=0 or latency_aware=false"

@@ -12,10 +12,11 @@ the least importance per millisecond saved:
     take the move with the smallest lost / saved (saved ≤ 0: not a candidate)
 
 until ``cost`` (the fraction of the target quantity removed: latency, MACs, parameters or channels)
-reaches the target. Moves may skip grid widths, so a width whose next step saves nothing (a flat
-spot of the table) does not block a larger step that does. When the chosen move reaches the target,
-the search instead takes, of all moves that reach it, the one losing the least importance, so the
-last step does not overshoot for nothing.
+reaches the target. Moves may skip grid widths, so a width whose next step saves nothing (a flat spot
+of the table) does not block a larger step that does. When the chosen move reaches the target, the
+search instead takes, of all moves that reach it, the one losing the least importance, so the last
+step does not overshoot for nothing. Finally, removals the target no longer needs are given back
+(the undo restoring the most importance first, as long as the target stays reached).
 
 This is a greedy knapsack (HALP, Shen et al., "Structural Pruning via Latency-Saliency Knapsack",
 NeurIPS 2022, https://arxiv.org/abs/2210.06659, solves the same problem with an augmented knapsack
@@ -112,4 +113,31 @@ def latency_allocation(
                 ),
             )
         counts, now, reached = choice[4], choice[5], result
+    counts, reached = _give_back(counts, reached, target, options, lost_before, achieved)
     return Allocation(counts, removal_masks(groups, counts), reached)
+
+
+def _give_back(
+    counts: list[int],
+    reached: float,
+    target: float,
+    options: Sequence[Sequence[int]],
+    lost_before: Sequence[Sequence[float]],
+    achieved: Callable[[list[int]], float],
+) -> tuple[list[int], float]:
+    """Undo removals the target no longer needs, the most important first, while it stays reached."""
+    while True:
+        best: tuple[float, list[int], float] | None = None
+        for index, group_options in enumerate(options):
+            for count in group_options:
+                if count >= counts[index]:
+                    break
+                trial = list(counts)
+                trial[index] = count
+                value = achieved(trial)
+                gain = lost_before[index][counts[index]] - lost_before[index][count]
+                if value >= target - 1e-12 and gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, trial, value)
+        if best is None:
+            return counts, reached
+        counts, reached = best[1], best[2]

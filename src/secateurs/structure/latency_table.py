@@ -115,7 +115,8 @@ def layer_shapes(graph: ChannelGraph, input_shape: tuple[int, ...]) -> tuple[lis
         for module, training in flags.items():
             module.training = training
     shapes, untimed = [], []
-    for name, module in modules.items():
+    order = {name: index for index, (name, _) in enumerate(graph.model.named_modules())}
+    for name, module in sorted(modules.items(), key=lambda item: order[item[0]]):
         if name not in spatial:
             untimed.append(name)
             continue
