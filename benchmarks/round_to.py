@@ -2,7 +2,8 @@
 
 For resnet20 on Fashion-MNIST's shape (1×28×28), global channel pruning at 50 % and 70 % of the
 parameters removed, with channel counts rounded to 1 (irregular), 8 and 16, and latency-aware
-(importance per millisecond on a per-layer latency table timed first, width grid 8, cached), this
+(importance per millisecond on a per-layer latency table timed first, width grid 8 — or 16 with
+round_to 16 — cached), this
 prints, all measured side by side in one process (interleaved round-robin, robust to machine load):
 
 * the MAC ratio (dense MACs ÷ pruned MACs: the physical limit of the speed-up),
@@ -56,6 +57,7 @@ def variants(hap: bool) -> list[tuple[str, str, dict[str, Any]]]:
         ("l2-filter r8", "l2-filter", {"round_to": 8}),
         ("l2-filter r16", "l2-filter", {"round_to": 16}),
         ("l2-filter latency-aware", "l2-filter", {"latency_aware": True}),
+        ("l2-filter latency-aware r16", "l2-filter", {"latency_aware": True, "round_to": 16}),
     ]
     if hap:
         rows += [
