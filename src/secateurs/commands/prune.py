@@ -48,7 +48,7 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-GENERIC_OPTIONS = ("rounds", "rule")
+GENERIC_OPTIONS = ("rounds", "rule", "round_to", "latency_aware")
 """Flags that feed a method's options (``--rounds 8`` = ``--option rounds=8``) for methods that take them."""
 
 
@@ -65,11 +65,15 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
         method = METHODS.get(args.method)
         if key not in method.Options.model_fields:
             takers = sorted(name for name, other in METHODS.items() if key in other.Options.model_fields)
+            flag = key.replace("_", "-")
             raise UsageError(
-                f"--{key} does not apply to method {args.method!r}; methods that take it: {', '.join(takers) or 'none'}"
+                f"--{flag} does not apply to method {args.method!r}; "
+                f"methods that take it: {', '.join(takers) or 'none'}"
             )
         if key in options and options[key] != value:
-            raise UsageError(f"--{key} {value} contradicts --option {key}={options[key]}; give one of them")
+            raise UsageError(
+                f"--{key.replace('_', '-')} {value} contradicts --option {key}={options[key]}; give one of them"
+            )
         options[key] = value
     return options
 
@@ -93,6 +97,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method-specific option")
     parser.add_argument("--rounds", type=int, help="pruning rounds of an iterative method (imp, infcop-*)")
     parser.add_argument("--rule", help="per-round pruning rule of an iterative method: lth or sap")
+    parser.add_argument("--round-to", type=int, help="structured methods: keep channel counts in multiples of N")
+    parser.add_argument(
+        "--latency-aware",
+        action="store_true",
+        default=None,
+        help="structured methods: allocate channels by importance per millisecond (a latency table timed here)",
+    )
     parser.add_argument("--calibration", type=int, default=512, help="training images for data-driven scorers")
     parser.add_argument("--bn-recalibrate", action="store_true", help="re-estimate BatchNorm statistics after pruning")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning")

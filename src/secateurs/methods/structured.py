@@ -10,7 +10,11 @@ The shared pipeline of every ``kind = "structured"`` method of secateurs (``hap`
    ``max_layer_ratio`` (default 0.95), ``min_channels`` and ``round_to``; the target is
    ``PruneConfig.target`` — ``params`` or ``macs`` (the allocator searches the channel count that
    lands closest to ``sparsity``, counted exactly by `structure.costs.SizeModel`) or ``channels``
-   (``sparsity`` is the fraction of prunable channels, HAP's ratio r);
+   (``sparsity`` is the fraction of prunable channels, HAP's ratio r). With ``latency_aware`` the
+   allocation is `structure.latency_allocate` instead: widths on a grid (multiples of ``round_to``,
+   or of `LATENCY_GRID` when ``round_to`` is 1), most importance kept per millisecond of a
+   per-layer latency table (`structure.latency_table`, measured once per machine and cached), and
+   option ``latency_target`` makes ``sparsity`` the fraction of the dense predicted latency removed;
 4. build `plan.json` and replay it on a copy (`structure.surgery`): the returned model is physically
    smaller, and exactly what `load_run` rebuilds. The input model is not modified.
 
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -35,6 +40,8 @@ from secateurs.sparsity.masks import baked_copy
 from secateurs.structure.allocate import Allocation, AllocationConfig, GroupScores, fixed_channels, search
 from secateurs.structure.costs import SizeModel
 from secateurs.structure.groups import ChannelGraph, ChannelGroup, channel_graph
+from secateurs.structure.latency_allocate import latency_allocation
+from secateurs.structure.latency_table import LatencyTable, layer_shapes, load_or_measure
 from secateurs.structure.plan import plan_of
 from secateurs.structure.surgery import apply_plan, removal_plan
 
@@ -51,9 +58,26 @@ class ChannelOptions(BaseModel):
     """Never keep fewer channels than this in a layer."""
     round_to: int = Field(1, ge=1)
     """Keep channel counts in multiples of this where possible."""
+    latency_aware: bool = False
+    """Allocate by importance kept per millisecond on a per-layer latency table measured on this machine."""
+    latency_target: bool = False
+    """Latency-aware only: ``sparsity`` is the fraction of the dense predicted latency removed (not of --target)."""
+    latency_batch: int = Field(256, ge=1)
+    """Batch size the latency table is timed at."""
+    latency_threads: int | None = Field(None, ge=1)
+    """Threads the table is timed with (None: the process's torch thread count)."""
+    latency_repeats: int = Field(5, ge=1)
+    """Timed calls per grid point (the median is kept)."""
+    latency_cache: str | None = None
+    """Directory of cached tables (None: $SECATEURS_LATENCY_CACHE or ~/.cache/secateurs/latency-tables)."""
+    latency_table: str | None = None
+    """A table file to use instead of timing (it must match the model's layers)."""
 
 
 Masks = dict[str, torch.Tensor]
+
+LATENCY_GRID = 8
+"""Width step of the latency table and the latency-aware allocation when ``round_to`` is 1."""
 
 
 class ChannelPruning(Method):
@@ -81,6 +105,7 @@ class ChannelPruning(Method):
                 f"method {self.name!r} removes whole channels; granularity {config.granularity!r} is not "
                 f"accepted ({', '.join(GRANULARITIES)})"
             )
+        check_latency_options(self.name, config, options)
         work = baked_copy(model)
         graph = channel_graph(work, context.example_inputs, exclude=config.exclude)
         groups = graph.prunable()
@@ -112,11 +137,25 @@ class ChannelPruning(Method):
             )
             return 1.0 - kept / before
 
-        allocation: Allocation = (
-            fixed_channels(specs, config.sparsity, allocation_config)
-            if config.target == "channels"
-            else search(specs, config.sparsity, allocation_config, cost, quantity=config.target)
-        )
+        allocation: Allocation
+        if options.latency_aware:
+            table, record = load_or_measure(
+                layer_shapes(graph, input_shape)[0],
+                batch=options.latency_batch,
+                threads=options.latency_threads or torch.get_num_threads(),
+                step=latency_step(options.round_to),
+                repeats=options.latency_repeats,
+                cache_dir=Path(options.latency_cache) if options.latency_cache else None,
+                table_file=Path(options.latency_table) if options.latency_table else None,
+            )
+            allocation, info["latency_table"] = self._latency_allocation(
+                specs, groups, table, config, options, allocation_config, cost
+            )
+            info["latency_table"].update(record)
+        elif config.target == "channels":
+            allocation = fixed_channels(specs, config.sparsity, allocation_config)
+        else:
+            allocation = search(specs, config.sparsity, allocation_config, cost, quantity=config.target)
         removed, implanted = split(allocation.masks)
         plan = removal_plan(
             graph.groups,
@@ -126,11 +165,55 @@ class ChannelPruning(Method):
             implant_init=getattr(options, "implant_init", "zero"),
         )
         pruned = apply_plan(work, plan, context.example_inputs)
-        info.update(self._report(graph, groups, removed, implanted, pruned, sizes, config, input_shape))
+        info.update(self._report(graph, groups, removed, implanted, pruned, sizes, config, options, input_shape))
         info["implanted_filters"] = sum(
             len(s["implanted"]) for s in plan["steps"][len(plan_of(work)) :] if s.get("kind") == "implant"
         )
         return PruneOutcome(model=pruned, plan=plan, info=info, score_seconds=score_seconds)
+
+    def _latency_allocation(
+        self,
+        specs: Sequence[GroupScores],
+        groups: Sequence[ChannelGroup],
+        table: LatencyTable,
+        config: PruneConfig,
+        options: Any,
+        allocation_config: AllocationConfig,
+        cost: Callable[[list[torch.Tensor]], float],
+    ) -> tuple[Allocation, dict[str, Any]]:
+        """Importance per millisecond on ``table``; the target is latency, or ``config.target``."""
+        roots = [g.root for g in groups]
+        total_channels = sum(g.channels for g in groups)
+
+        def latency(removed: list[int]) -> float:
+            return table.total_ms(dict(zip(roots, removed, strict=True)))
+
+        dense_ms = latency([0] * len(groups))
+        quantity = "latency" if options.latency_target else config.target
+
+        def fraction(unit_masks: list[torch.Tensor]) -> float:
+            if quantity == "latency":
+                removed = [int(s.sizes[m].sum()) for s, m in zip(specs, unit_masks, strict=True)]
+                return 1.0 - latency(removed) / dense_ms
+            if quantity == "channels":
+                return sum(int(s.sizes[m].sum()) for s, m in zip(specs, unit_masks, strict=True)) / total_channels
+            return cost(unit_masks)
+
+        step = latency_step(options.round_to)
+        allocation = latency_allocation(
+            specs, config.sparsity, allocation_config, step=step, latency=latency, cost=fraction, quantity=quantity
+        )
+        removed = [int(s.sizes[m].sum()) for s, m in zip(specs, allocation.masks, strict=True)]
+        predicted = latency(removed)
+        return allocation, {
+            "quantity": quantity,
+            "step": step,
+            "predicted_dense_ms": dense_ms,
+            "predicted_ms": predicted,
+            "predicted_speedup": dense_ms / predicted if predicted > 0 else None,
+            "batch": options.latency_batch,
+            "threads": table.key.get("threads"),
+        }
 
     def _report(
         self,
@@ -141,6 +224,7 @@ class ChannelPruning(Method):
         pruned: nn.Module,
         sizes: SizeModel,
         config: PruneConfig,
+        options: Any,
         input_shape: tuple[int, ...],
     ) -> dict[str, Any]:
         total = sum(g.channels for g in groups)
@@ -148,7 +232,11 @@ class ChannelPruning(Method):
         implants = sum(int(m.sum()) for m in implanted.values())
         params, macs = count_params(pruned), count_macs(pruned, input_shape)
         return {
-            "target": {"quantity": config.target, "sparsity": config.sparsity, "scope": self.scope(config)},
+            "target": {
+                "quantity": "latency" if getattr(options, "latency_target", False) else config.target,
+                "sparsity": config.sparsity,
+                "scope": "latency-aware" if getattr(options, "latency_aware", False) else self.scope(config),
+            },
             "realised": {
                 "params_removed": 1.0 - params / sizes.original.params,
                 "macs_removed": 1.0 - macs / sizes.original.macs,
@@ -169,3 +257,23 @@ class ChannelPruning(Method):
             "frozen": graph.frozen(),
             "untraced": graph.untraced,
         }
+
+
+def latency_step(round_to: int) -> int:
+    """The latency-aware width grid: ``round_to``, or `LATENCY_GRID` when it is 1."""
+    return round_to if round_to > 1 else LATENCY_GRID
+
+
+def check_latency_options(method: str, config: PruneConfig, options: Any) -> None:
+    """`ConfigError` for option combinations the latency-aware allocation cannot honour."""
+    if options.latency_target and not options.latency_aware:
+        raise ConfigError(f"method {method!r}: option latency_target=true needs latency_aware=true")
+    if options.latency_aware and getattr(options, "implant_ratio", 0.0) > 0:
+        raise ConfigError(
+            f"method {method!r}: latency_aware does not price implants; use implant_ratio=0 or latency_aware=false"
+        )
+    if options.latency_aware and config.scope == "layerwise":
+        raise ConfigError(
+            f"method {method!r}: latency_aware allocates across layers (one ranking by importance per millisecond); "
+            "scope 'layerwise' is not accepted with it"
+        )

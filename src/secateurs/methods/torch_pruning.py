@@ -15,6 +15,9 @@ channels`` passes ``sparsity`` as the ratio. The importances are computed once o
 chosen groups are then removed through secateurs' plan, so the result reloads from ``plan.json``.
 Settings that differ from Torch-Pruning's defaults: the final classifier is ignored (as its
 examples do), ``max_pruning_ratio`` = ``max_layer_ratio`` (0.95, our cap), ``round_to`` passed through.
+With ``round_to`` Torch-Pruning's removal is not monotone in ``pruning_ratio`` (resnet20, round_to 16:
+a ratio of 0.7 removes 70 % of the parameters, 0.9 removes none), so when the cap does not reach the
+target the bisection starts below the first ratio of a 0.05·cap grid that does.
 
 Data: Taylor uses the gradient of the mean loss over the calibration batches; Hessian accumulates
 per-sample squared gradients over the first ``samples`` calibration images, eval mode throughout.
@@ -237,10 +240,24 @@ def _bisect(
     best = (low, removal(low))
     most = (high, removal(high))
     if fraction(most[1]) < target - 1e-9:
-        raise StructureError(
-            f"Torch-Pruning cannot remove {target:.4f} of the {quantity}: at most {fraction(most[1]):.4f} "
-            f"with max_pruning_ratio={cap}"
-        )
+        # With round_to, Torch-Pruning's removal is not monotone in the ratio (at high ratios its
+        # rounding can keep whole layers): look for the first ratio on a coarse grid that reaches it.
+        reached = None
+        seen = fraction(most[1])
+        for index in range(1, 20):
+            ratio = high * index / 20
+            trial = (ratio, removal(ratio))
+            seen = max(seen, fraction(trial[1]))
+            if fraction(trial[1]) >= target:
+                reached = trial
+                break
+            low, best = trial
+        if reached is None:
+            raise StructureError(
+                f"Torch-Pruning cannot remove {target:.4f} of the {quantity}: at most {seen:.4f} "
+                f"with max_pruning_ratio={cap}"
+            )
+        high, most = reached[0], reached
     for _ in range(30):
         middle = (low + high) / 2
         trial = (middle, removal(middle))
