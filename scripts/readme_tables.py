@@ -68,6 +68,10 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "infcop-verdict": infcop("verdict"),
     "infcop-mechanism": infcop("mechanism"),
     "campfire-fmnist": lambda: str(benchmark("campfire_table").tables(rows("campfire-fmnist"))),
+    "round-to-speed": lambda: str(
+        benchmark("round_to").table(json.loads((RESULTS / "round-to-speed.json").read_text()))
+    ),
+    "round-to-accuracy": lambda: str(benchmark("round_to").accuracy_table(RESULTS / "round-to.jsonl")),
     "csr-speed": lambda: str(benchmark("csr_speed").table(json.loads((RESULTS / "csr-speed.json").read_text()))),
 }
 
