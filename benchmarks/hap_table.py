@@ -34,6 +34,7 @@ ORDER = (
     "hap",
     "hap-implant0.1",
     "hap-implant0.3",
+    "hap-implant0.1-centre",
     "l2-filter",
     "taylor",
     "random-channel",

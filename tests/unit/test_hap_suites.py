@@ -18,6 +18,7 @@ def test_hap_fmnist_suite_compares_every_method_at_two_parameter_targets() -> No
         "hap",
         "hap-implant0.1",
         "hap-implant0.3",
+        "hap-implant0.1-centre",
         "l2-filter",
         "taylor",
         "random-channel",
@@ -29,7 +30,7 @@ def test_hap_fmnist_suite_compares_every_method_at_two_parameter_targets() -> No
     assert all(m.target == "params" for m in suite.methods)  # every method lands on the same size
     assert suite.sparsities == (0.5, 0.7) and suite.measure.bn_recalibrate
     assert suite.finetune is not None and suite.finetune.train_subset == 10000
-    assert len(list(cells(suite))) == 20
+    assert len(list(cells(suite))) == 22
 
 
 def test_demo_suite_includes_hap() -> None:
