@@ -79,7 +79,7 @@ BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /tabl
 INCLUDE = re.compile(r"(<!-- include:(?P<path>docs/[\w.-]+\.md) -->\n)(?P<body>.*?)(<!-- /include -->)", re.DOTALL)
 HEADING = re.compile(r"^(#+) ", re.MULTILINE)
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
-LINK = re.compile(r"\]\((?![a-z]+:|#|/)([^)]+)\)")
+LINK = re.compile(r"\]\((?![a-z]+:|#|/|docs/)([^)]+)\)")
 
 
 def render(text: str) -> str:
