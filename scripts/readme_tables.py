@@ -72,6 +72,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
         benchmark("round_to").table(json.loads((RESULTS / "round-to-speed.json").read_text()))
     ),
     "round-to-accuracy": lambda: str(benchmark("round_to").accuracy_table(RESULTS / "round-to.jsonl")),
+    "sensitivity-targets": lambda: str(
+        benchmark("sensitivity_targets").table(json.loads((RESULTS / "sensitivity-targets.json").read_text())["rows"])
+    ),
     "csr-speed": lambda: str(benchmark("csr_speed").table(json.loads((RESULTS / "csr-speed.json").read_text()))),
 }
 
