@@ -109,6 +109,21 @@ def test_hap_with_implants_on_the_custom_model(tmp_path: Path) -> None:
     assert implanted.info["implanted_channels"] > 0
     assert implanted.info["realised"]["channel_ratio"] == pytest.approx(plain.info["realised"]["channel_ratio"])
     assert implanted.size.params > plain.size.params  # implants keep C_in weights per channel
+    # the channel-sensitivity record of the report: one fate per channel, matching the group counts
+    info = implanted.info
+    for root, group in info["groups"].items():
+        fates, scores = info["channel_decisions"][root], info["channel_scores"][root]
+        assert len(fates) == len(scores) == group["channels"]
+        assert fates.count("prune") == group["removed"] and fates.count("implant") == group["implanted"]
+    fated = [
+        (score, fate)
+        for root in info["groups"]
+        for score, fate in zip(info["channel_scores"][root], info["channel_decisions"][root], strict=True)
+    ]
+    thresholds = info["channel_thresholds"]
+    assert thresholds["keep_above"] == max(score for score, fate in fated if fate != "keep")
+    assert thresholds["implant_above"] == max(score for score, fate in fated if fate == "prune")
+    assert plain.info["channel_thresholds"]["implant_above"] is None
     sec.save(implanted, tmp_path / "run", model_name="mixed", num_classes=3)
     loaded = sec.load(tmp_path / "run", Mixed)
     with torch.no_grad():

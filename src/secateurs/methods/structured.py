@@ -166,6 +166,7 @@ class ChannelPruning(Method):
         )
         pruned = apply_plan(work, plan, context.example_inputs)
         info.update(self._report(graph, groups, removed, implanted, pruned, sizes, config, options, input_shape))
+        info.update(channel_record(groups, scores, removed, implanted))
         info["implanted_filters"] = sum(
             len(s["implanted"]) for s in plan["steps"][len(plan_of(work)) :] if s.get("kind") == "implant"
         )
@@ -257,6 +258,41 @@ class ChannelPruning(Method):
             "frozen": graph.frozen(),
             "untraced": graph.untraced,
         }
+
+
+def channel_record(
+    groups: Sequence[ChannelGroup], scores: Sequence[torch.Tensor], removed: Masks, implanted: Masks
+) -> dict[str, Any]:
+    """Per-channel scores, fates and HAP-style thresholds for the report's channel-sensitivity plot.
+
+    ``channel_thresholds``: ``keep_above`` is the highest score of a channel that was not kept,
+    ``implant_above`` the highest score of a removed channel when any were implanted (else None);
+    ``channel_decisions`` (keep / implant / prune per channel) wins where caps or coupling overrode them.
+    """
+    record_scores: dict[str, list[float]] = {}
+    decisions: dict[str, list[str]] = {}
+    gone: list[float] = []
+    implants: list[float] = []
+    for group, channel_scores in zip(groups, scores, strict=True):
+        values = [float(v) for v in channel_scores.detach().reshape(-1).to(torch.float64)]
+        cut = removed[group.root].reshape(-1).tolist()
+        kept_as_implant = implanted.get(group.root)
+        planted = kept_as_implant.reshape(-1).tolist() if kept_as_implant is not None else [False] * len(values)
+        record_scores[group.root] = values
+        decisions[group.root] = [
+            "prune" if c else "implant" if i else "keep" for c, i in zip(cut, planted, strict=True)
+        ]
+        gone += [v for v, c in zip(values, cut, strict=True) if c]
+        implants += [v for v, i in zip(values, planted, strict=True) if i]
+    not_kept = gone + implants
+    return {
+        "channel_scores": record_scores,
+        "channel_thresholds": {
+            "keep_above": max(not_kept) if not_kept else None,
+            "implant_above": (max(gone) if gone else None) if implants else None,
+        },
+        "channel_decisions": decisions,
+    }
 
 
 def latency_step(round_to: int) -> int:
