@@ -7,8 +7,6 @@ methods that train get the synthetic splits and a tiny training budget.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -24,17 +22,11 @@ from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names
 from secateurs.train.config import TrainConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SCORER_NAMES = SCORERS.names()
 UNSTRUCTURED = [name for name, method in METHODS.items() if method.kind == "unstructured"]
 GRANULARITY_NAMES = GRANULARITIES.names()
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,10 @@ from secateurs.structure.groups import channel_graph
 from secateurs.structure.plan import replay_plan
 from secateurs.structure.surgery import apply_plan, masked_copy, removal_masks, removal_plan
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CONV_MODELS = [name for name, entry in MODELS.items() if entry.kind == "conv"]
 IMAGE = 8
-
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """Small tensors: one intra-op thread is faster, and far faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def shape_of(name: str) -> tuple[int, int, int]:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig
 from secateurs.errors import StructureError
@@ -16,13 +15,7 @@ from secateurs.structure.implant import ImplantedConv2d
 from secateurs.train.config import TrainConfig
 from secateurs.workflows import RunOptions, evaluate_run, prune_run, train_run
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hap_run_with_implants_reloads_and_remeasures_identically(tmp_path: Path) -> None:

@@ -15,18 +15,12 @@ from secateurs.io.files import atomic_write_json
 from secateurs.methods import METHODS
 from secateurs.metrics.counts import count_params
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STRUCTURED = sorted(name for name, method in METHODS.items() if method.kind == "structured")
 OURS = [name for name in STRUCTURED if not name.startswith("tp-")]
 """Torch-Pruning's own pruners are tested on zoo models (its grouped-convolution handling cannot reach
 40 % of this model's parameters; that is a finding about the baseline, reported as an error)."""
-
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class SqueezeExcite(nn.Module):

@@ -14,13 +14,7 @@ from secateurs.scoring.channels import l1_filter_scores, l2_filter_scores, rando
 from secateurs.scoring.hessian import HutchinsonConfig, exact_channel_traces, hutchinson_channel_traces
 from secateurs.structure.groups import channel_graph
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyCNN(nn.Module):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -45,16 +43,6 @@ def test_classes_are_balanced_within_twenty_percent() -> None:
         counts = torch.bincount(split.y, minlength=10)
         assert int(counts.sum()) == count
         assert int(counts.min()) >= 0.8 * count / 10 and int(counts.max()) <= 1.2 * count / 10
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run on one intra-op thread: the matrices are tiny, and two OpenMP threads on a busy 2-core
-    machine spin-wait each other into a 10-60× slowdown."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _logistic_regression_accuracy(seed: int) -> tuple[float, float, float]:

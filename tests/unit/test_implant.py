@@ -20,13 +20,7 @@ from secateurs.structure.implant import ImplantedConv2d
 from secateurs.structure.plan import plan_of, replace_module, replay_plan
 from secateurs.structure.surgery import apply_plan, removal_plan
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def densified(model: nn.Module) -> nn.Module:

@@ -25,6 +25,8 @@ from secateurs.structure.allocate import (
 from secateurs.structure.costs import SizeModel
 from secateurs.structure.groups import channel_graph
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def group(name: str, scores: list[float], sizes: list[int] | None = None) -> GroupScores:
     return GroupScores(
@@ -121,14 +123,6 @@ def test_tied_units_are_removed_whole() -> None:
     groups = [group("tied", [1.0, 3.0, 2.0], sizes=[4, 4, 4])]
     allocation = fixed_channels(groups, 0.5, AllocationConfig(max_layer_ratio=1.0))
     assert removed_channels(groups, allocation.counts) == [4]  # ⌊0.5·12⌋ = 6 → one whole unit of 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])

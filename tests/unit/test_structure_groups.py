@@ -10,13 +10,7 @@ from secateurs.errors import StructureError
 from secateurs.models import build_model
 from secateurs.structure.groups import channel_graph, layouts, member_slices
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ConvBnNet(nn.Module):

@@ -13,13 +13,7 @@ import secateurs as sec
 from secateurs.methods.torch_pruning import CorrectedHessianImportance
 from secateurs.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def per_sample_squares(scorer: tp.importance.GroupHessianImportance) -> tuple[torch.Tensor, torch.Tensor, nn.Linear]:

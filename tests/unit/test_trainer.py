@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,12 @@ from secateurs.train.config import TrainConfig
 from secateurs.train.loop import Callback, Trainer
 from secateurs.train.optim import build_optimizer, learning_rate
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def splits() -> Splits:
     return split_validation(make_synthetic(num_train=1200, num_test=200, seed=0))
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mlp(seed: int = 0) -> nn.Module:
