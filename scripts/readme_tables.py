@@ -11,6 +11,7 @@ benchmark's ``--out``) through the same functions the benchmark scripts print wi
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import re
@@ -34,6 +35,7 @@ def suite_table(name: str) -> Callable[[], str]:
     return generate
 
 
+@functools.cache
 def benchmark(name: str) -> ModuleType:
     """A script of ``benchmarks/`` imported as a module (its table functions, not its ``main``)."""
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")

@@ -149,6 +149,14 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
 
 def load_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
     """Read a YAML mapping; unreadable, malformed or non-mapping files are a `ConfigError`."""
+    tree = read_yaml(path, what)
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{what} {path} must be a YAML mapping, found {type(tree).__name__}")
+    return tree
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Read any YAML document; unreadable, malformed, too deep or alias-bomb files are a `ConfigError`."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -169,8 +177,6 @@ def load_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
             f"{what} {path} expands to more than {MAX_YAML_VALUES:,} values once its YAML aliases are followed; "
             "refusing it (an alias bomb?)"
         )
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{what} {path} must be a YAML mapping, found {type(tree).__name__}")
     return tree
 
 

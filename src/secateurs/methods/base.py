@@ -108,12 +108,12 @@ class PruneConfig(BaseModel):
 
 def read_layer_sparsity(path: Path) -> dict[str, float]:
     """A ``weight name → sparsity`` YAML mapping (`secateurs sensitivity --emit-targets`); errors are ValueErrors."""
-    import yaml
+    from secateurs.config import read_yaml  # config imports this module
 
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"cannot read layer_sparsity file {str(path)!r}: {type(error).__name__}") from None
+        document = read_yaml(path, "layer_sparsity file")
+    except ConfigError as error:
+        raise ValueError(f"cannot read layer_sparsity file: {error}") from None
     if not isinstance(document, dict) or not all(
         isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in document.items()
     ):
