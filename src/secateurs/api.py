@@ -122,11 +122,7 @@ def prune(
         min_keep=min_keep,
         exclude=tuple(exclude),
         options=dict(options),
-        **(
-            {"layer_sparsity": layer_sparsity if isinstance(layer_sparsity, str) else dict(layer_sparsity)}
-            if layer_sparsity is not None
-            else {}
-        ),
+        layer_sparsity=layer_sparsity,
     )
     parsed = entry.parse_options(config.options)
     input_shape = tuple(example_inputs.shape[1:])

@@ -30,7 +30,7 @@ def handle(args: argparse.Namespace) -> int:
             "min_keep": args.min_keep,
             "exclude": tuple(args.exclude or ()),
             "options": method_options(args),
-            **({"layer_sparsity": args.layer_sparsity} if args.layer_sparsity is not None else {}),
+            "layer_sparsity": args.layer_sparsity,
         },
         "prune options",
     )
