@@ -78,6 +78,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
         benchmark("sensitivity_targets").table(json.loads((RESULTS / "sensitivity-targets.json").read_text())["rows"])
     ),
     "csr-speed": lambda: str(benchmark("csr_speed").table(json.loads((RESULTS / "csr-speed.json").read_text()))),
+    "masked-step": lambda: str(benchmark("masked_step").table(json.loads((RESULTS / "masked-step.json").read_text()))),
 }
 
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)

@@ -5,6 +5,7 @@ Every assertion is exact (``torch.equal`` or ``== 0``): a masked entry is either
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -28,6 +29,11 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
     "sgd-nesterov-wd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
     "adam-wd": lambda params: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3),
     "adamw": lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=1e-2),
+    "adam-amsgrad": lambda params: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3, amsgrad=True),
+    "rmsprop-centered-momentum": lambda params: torch.optim.RMSprop(
+        params, lr=1e-3, momentum=0.9, centered=True, weight_decay=1e-3
+    ),
+    "adagrad": lambda params: torch.optim.Adagrad(params, lr=1e-2, weight_decay=1e-3),
 }
 
 
@@ -141,7 +147,15 @@ def assert_masked_state_zero(store: MaskStore, optimizer: torch.optim.Optimizer)
     return checked
 
 
-EXPECTED_STATE = {"sgd-momentum-wd": 1, "sgd-nesterov-wd": 1, "adam-wd": 2, "adamw": 2}
+EXPECTED_STATE = {
+    "sgd-momentum-wd": 1,
+    "sgd-nesterov-wd": 1,
+    "adam-wd": 2,
+    "adamw": 2,
+    "adam-amsgrad": 3,
+    "rmsprop-centered-momentum": 3,
+    "adagrad": 1,
+}
 
 
 @pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
@@ -189,16 +203,30 @@ def test_masks_set_while_bound_zero_the_existing_state() -> None:
 def test_binding_twice_registers_one_hook_and_unbind_stops_enforcing() -> None:
     model = tiny()
     store = MaskStore(model)
-    store.update_(random_masks(model))
+    masks = random_masks(model)
+    store.update_(masks)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    store.bind_optimizer(optimizer)
-    store.bind_optimizer(optimizer)
+    store.bind_optimizer(optimizer, enforce_each_step=True)
+    store.bind_optimizer(optimizer, enforce_each_step=True)
     assert len(store._optimizers) == 1 and len(store._hooks) == 1
+    with torch.no_grad():
+        store.original("a.weight").fill_(1.0)
+    optimizer.step()  # no gradients: SGD changes nothing, the hook re-zeroes the masked entries
+    assert torch.equal(store.original("a.weight"), masks["a.weight"].float())
     store.unbind_optimizers()
     with torch.no_grad():
         store.original("a.weight").fill_(1.0)
-    optimizer.step()  # no gradients: nothing changes, and no hook re-zeroes
+    optimizer.step()
     assert int((store.original("a.weight") != 1.0).sum()) == 0
+
+
+def test_default_binding_adds_no_per_step_work() -> None:
+    model = tiny()
+    store = MaskStore(model)
+    store.update_(random_masks(model))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    store.bind_optimizer(optimizer)
+    assert len(store._optimizers) == 1 and store._hooks == []
 
 
 def test_enforce_after_a_manual_write() -> None:
@@ -379,3 +407,65 @@ def test_mask_on_a_root_module_parameter() -> None:
     assert MaskStore.attached(model).names() == ["weight"]
     assert list(plain_state_dict(model)) == ["bias", "weight"]
     assert int((model.weight[~mask] != 0).sum()) == 0
+
+
+# ------------------------------------------------------------------------- gradient masking (the hook)
+def _linear_with_mask() -> tuple[nn.Linear, MaskStore, torch.Tensor, torch.Tensor]:
+    layer = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    keep = torch.tensor([[True, False, True], [False, True, True]])
+    store = MaskStore(layer)
+    store.set_("weight", keep)
+    x = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    return layer, store, keep, x
+
+
+def test_gradient_is_masked_under_backward_grad_and_double_backward() -> None:
+    layer, store, keep, x = _linear_with_mask()
+    original = store.original("weight")
+    # effective weight [[1, 0, 3], [0, 5, 6]]; loss = Σ y² with y = x Wᵀ
+    # y = [[10, 28], [5, 14.5]]; dL/dW = 2 yᵀ x = [[2·(10·1 + 5·−1), …], …] (masked entries 0)
+    y = x @ torch.tensor([[1.0, 0.0, 3.0], [0.0, 5.0, 6.0]]).T
+    expected = (2 * y.T @ x) * keep
+    (layer(x) ** 2).sum().backward()
+    assert torch.equal(original.grad, expected)
+    (grad,) = torch.autograd.grad((layer(x) ** 2).sum(), original)
+    assert torch.equal(grad, expected)
+    # Hessian-vector product with v = 1: H = 2 · (xᵀx ⊗ I) restricted to kept entries on both sides
+    (grad,) = torch.autograd.grad((layer(x) ** 2).sum(), original, create_graph=True)
+    (hvp,) = torch.autograd.grad(grad.sum(), original)
+    gram = x.T @ x
+    expected_hvp = (2 * (keep.float() @ gram)) * keep
+    assert torch.allclose(hvp, expected_hvp)
+    assert int((hvp[~keep] != 0).sum()) == 0
+
+
+def test_gradient_hook_is_registered_once_and_follows_copies() -> None:
+    layer, store, keep, x = _linear_with_mask()
+    for _ in range(5):
+        layer(x)
+    assert len(store.original("weight")._backward_hooks or {}) == 1
+    for clone in (copy.deepcopy(layer), independent_copy(layer)):
+        clone_original = MaskStore.attached(clone).original("weight")
+        assert clone_original is not store.original("weight")
+        (clone(x) ** 2).sum().backward()
+        assert clone_original.grad is not None
+        assert int((clone_original.grad[~keep] != 0).sum()) == 0
+        assert int((clone_original.grad[keep] == 0).sum()) == 0
+
+
+def test_loading_dense_weights_into_a_masked_model_zeroes_the_masked_entries() -> None:
+    dense = tiny(seed=3)
+    masked = tiny(seed=4)
+    masks = random_masks(masked)
+    MaskStore(masked).update_(masks)
+    load_plain_state_dict(masked, plain_state_dict(dense))
+    store = MaskStore.attached(masked)
+    for name, mask in masks.items():
+        assert torch.equal(store.original(name), dense.get_parameter(name) * mask.float())
+    x, _ = batch()
+    with torch.no_grad():
+        for name, mask in masks.items():
+            dense.get_parameter(name).mul_(mask)
+    assert torch.equal(masked(x), dense(x))

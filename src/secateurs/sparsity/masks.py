@@ -1,16 +1,23 @@
 """Masks as parametrizations, owned by one `MaskStore`.
 
-A masked parameter ``layer.weight`` becomes ``layer.parametrizations.weight.original * mask`` through
-`torch.nn.utils.parametrize`. Masks are *hard*: when a mask is set, the masked entries of the original
-parameter and of every bound optimizer's state (momentum, Adam moments) are zeroed, and after every
-optimizer step they are zeroed again. Since the gradient that reaches ``original`` is ``grad * mask``,
-masked entries then stay exactly zero under SGD with momentum and weight decay, Adam and AdamW.
+A masked parameter ``layer.weight`` is registered with a `WeightMask` parametrization through
+`torch.nn.utils.parametrize`; the raw tensor lives at ``layer.parametrizations.weight.original``.
+Masks are *hard*, and the store keeps one invariant: **the masked entries of ``original`` are exactly
+zero**. Setting a mask zeroes what it removes in the parameter and in every bound optimizer's state
+(momentum, Adam moments); loading weights into a masked model (`load_plain_state_dict`) zeroes them
+again. Given the invariant, ``original`` already *is* the masked weight,
+so the parametrization's forward returns it unchanged and only the gradient is masked (``grad ⊙
+mask``, by a hook on ``original``). Masked entries then get a zero gradient under ``backward()``,
+``torch.autograd.grad`` and double backward alike, and stay exactly zero under SGD with momentum and
+weight decay, Adam and AdamW. Masked training costs no extra element-wise pass over the weights in
+the forward pass (``benchmarks/masked_step.py`` measures it against a dense step).
 
 Convention: mask value 1/True means **keep**.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 
 import torch
@@ -23,16 +30,29 @@ _PARAMETRIZED_SUFFIX = ".parametrizations.{}.original"
 
 
 class WeightMask(nn.Module):
-    """The parametrization: ``forward(w) = w * mask``; ``mask`` is a buffer of the weight's dtype."""
+    """The parametrization: the forward pass is the identity, the gradient is multiplied by ``mask``.
+
+    ``mask`` is a buffer of the weight's dtype (1 keeps). The identity is exact because the store keeps
+    the masked entries of the raw tensor at zero (module docstring). The gradient hook is registered
+    on whichever tensor the forward receives, once per tensor: a deep copy of the model gets a fresh
+    parameter (tensor hooks are not copied) and is hooked on its first forward.
+    """
 
     mask: torch.Tensor
 
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask)
+        self._hooked: weakref.ref[torch.Tensor] | None = None
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask
+        if weight.requires_grad and (self._hooked is None or self._hooked() is not weight):
+            weight.register_hook(self._mask_gradient)
+            self._hooked = weakref.ref(weight)
+        return weight
+
+    def _mask_gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad * self.mask
 
 
 def canonical_name(name: str) -> str:
@@ -69,6 +89,7 @@ class MaskStore:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._masks: dict[str, WeightMask] = {}
+        self._originals: dict[str, torch.Tensor] = {}  # name → raw parameter, for the per-step enforce_
         self._optimizers: list[torch.optim.Optimizer] = []
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self.frozen = False
@@ -137,6 +158,7 @@ class MaskStore:
             parametrization = WeightMask(value)
             parametrize.register_parametrization(module, tensor_name, parametrization, unsafe=True)
             self._masks[name] = parametrization
+            self._originals[name] = self.original(name)
         self._zero_masked(name)
 
     def update_(self, masks: Mapping[str, torch.Tensor]) -> None:
@@ -165,16 +187,28 @@ class MaskStore:
 
     @torch.no_grad()
     def enforce_(self) -> None:
-        """Zero every masked entry of every masked parameter (called after each optimizer step)."""
-        for name, parametrization in self._masks.items():
-            self.original(name).mul_(parametrization.mask)
+        """Zero every masked entry of every masked parameter (restores the invariant after a raw write).
 
-    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """Keep ``optimizer``'s updates and state under the masks (hard masks)."""
+        Called when weights are loaded into a masked model, and after every step of an optimizer bound
+        with ``enforce_each_step``.
+        """
+        if self._masks:
+            originals = [self._originals[name] for name in self._masks]
+            torch._foreach_mul_(originals, [parametrization.mask for parametrization in self._masks.values()])
+
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer, *, enforce_each_step: bool = False) -> None:
+        """Keep ``optimizer``'s state under the masks (hard masks): zeroed now and whenever a mask changes.
+
+        With zero state and a masked gradient, every `torch.optim` optimizer leaves masked entries at
+        exactly zero (SGD with momentum, Nesterov and weight decay; Adam, AdamW, RMSprop, Adagrad…), so
+        no per-step work is needed. ``enforce_each_step`` adds `enforce_` after every step, for an
+        optimizer that can move a weight whose gradient and state are zero.
+        """
         if any(optimizer is bound for bound in self._optimizers):
             return
         self._optimizers.append(optimizer)
-        self._hooks.append(optimizer.register_step_post_hook(lambda *_: self.enforce_()))
+        if enforce_each_step:
+            self._hooks.append(optimizer.register_step_post_hook(lambda *_: self.enforce_()))
         for name in self._masks:
             self._zero_masked(name)
 
@@ -192,6 +226,7 @@ class MaskStore:
             module = self.model.get_submodule(module_name)
             parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
         self._masks.clear()
+        self._originals.clear()
 
     # ------------------------------------------------------------------------------- statistics
     def counts(self) -> dict[str, tuple[int, int]]:
@@ -221,6 +256,7 @@ class MaskStore:
                     if isinstance(parametrization, WeightMask):
                         key = f"{module_name}.{tensor_name}" if module_name else tensor_name
                         store._masks[key] = parametrization
+                        store._originals[key] = getattr(module.parametrizations, tensor_name).original
         if masks:
             store.update_(masks)
         return store
@@ -286,6 +322,7 @@ def load_plain_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], s
     with torch.no_grad():
         for key, tensor in remapped.items():
             own[key].copy_(tensor)
+    MaskStore.attached(model).enforce_()  # weights saved without masks may hold values where masked
 
 
 def _is_mask_buffer(key: str) -> bool:
