@@ -100,3 +100,30 @@ def test_mechanism_summarises_the_monitor(report: ModuleType) -> None:
     # 4 rounds (2 seeds × 2), last/first = 0.1/0.4 = 0.25, distance and gap proportional (+1); every
     # round starts at the same distance (no correlation with sparsity); the accuracy peaks at 1.5 epochs.
     assert "| mlp | lth | information | 4 | 0.25 | 4 / 4 | +1.00 | +nan | 1.50 |" in text
+
+
+def test_across_round_correlation_is_taken_per_seed(report: ModuleType) -> None:
+    # Seed 1's distances sit one unit above seed 0's. Within each seed the first-check distance rises
+    # exactly with sparsity (+1); pooled, the offset between seeds would pull it down to about +0.27.
+    imp_rows = []
+    for seed, offset in ((0, 0.0), (1, 1.0)):
+        row = cell("imp", "imp", seed, 0.88, 6.0, monitor="information")
+        row["history"]["method"] = [
+            {
+                "round": k + 1,
+                "sparsity": sparsity,
+                "monitor": {
+                    "information": [
+                        {"epochs": 0.5, "relative_distance": offset + 0.1 * (k + 1), "accuracy_gap": 0.02,
+                         "probe_accuracy": 0.80},
+                        {"epochs": 1.0, "relative_distance": offset + 0.05 * (k + 1), "accuracy_gap": 0.01,
+                         "probe_accuracy": 0.81},
+                    ]
+                },
+            }
+            for k, sparsity in enumerate((0.2, 0.4, 0.6))
+        ]  # fmt: skip
+        imp_rows.append(row)
+    text = report.mechanism(imp_rows)
+    assert "| mlp | lth | information | 6 |" in text
+    assert "| +1.00 | 1.00 |" in text
