@@ -22,11 +22,9 @@ average at the start is recorded next to the numbers.
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -36,7 +34,7 @@ from typing import Any
 import torch
 
 import secateurs as sec
-from secateurs.allocator import allocator_env_is_set
+from secateurs.bench.machine import group_rows, measurement_conditions
 from secateurs.io.files import atomic_write_json
 from secateurs.metrics.latency import compare_latency
 from secateurs.models import build_model
@@ -114,16 +112,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "target_speedup_batch_256": TARGET,
         "sessions": args.sessions,
         "rows": rows,
-        "conditions": {
-            "allocator_env": allocator_env_is_set(),
-            "load_average_at_start": list(os.getloadavg()),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "interleaved": True,
-            "note": "measured on a shared machine (other jobs running); ratios are interleaved, absolute ms are not",
-        },
+        "conditions": measurement_conditions(
+            interleaved=True,
+            note="measured on a shared machine (other jobs running); ratios are interleaved, absolute ms are not",
+        ),
         "command": "python " + " ".join(["benchmarks/csr_speed.py", *sys.argv[1:]]),
     }
 
@@ -139,10 +131,7 @@ def table(result: dict[str, Any]) -> str:
         "| speed-up of minima | CSR density | limit (1/density) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for row in result["rows"]:
-        groups.setdefault((row["threads"], row["batch"]), []).append(row)
-    for (threads, batch), rows in groups.items():
+    for (threads, batch), rows in group_rows(result["rows"], "threads", "batch").items():
 
         def middle(key: str, rows: list[dict[str, Any]] = rows) -> float:
             return statistics.median(row[key] for row in rows)

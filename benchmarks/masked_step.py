@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
 import os
 import statistics
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.allocator import allocator_env_is_set
+from secateurs.bench.machine import group_rows, measurement_conditions
 from secateurs.io.files import atomic_write_json
 from secateurs.models import build_model
 from secateurs.sparsity.masks import MaskStore
@@ -102,12 +101,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "sparsity": args.sparsity,
         "sessions": args.sessions,
         "target": TARGET,
-        "conditions": {
-            "allocator_env": allocator_env_is_set(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "measured_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        },
+        "conditions": measurement_conditions(),
         "command": "python " + " ".join(["benchmarks/masked_step.py", *sys.argv[1:]]),
     }
 
@@ -118,10 +112,7 @@ def table(result: dict[str, Any]) -> str:
         "| model | threads | dense step ms | masked step ms | masked ÷ dense | range over sessions |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for row in result["rows"]:
-        groups.setdefault((row["model"], row["threads"]), []).append(row)
-    for (model, threads), rows in groups.items():
+    for (model, threads), rows in group_rows(result["rows"], "model", "threads").items():
         ratios = [row["ratio"] for row in rows]
         dense = statistics.median(row["dense_ms"] for row in rows)
         masked = statistics.median(row["masked_ms"] for row in rows)
@@ -153,12 +144,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the result as JSON")
     parser.add_argument("--table", type=Path, help="print the markdown table of a result file and exit")
     args = parser.parse_args()
-    if args.table is not None:
-        print(table(json.loads(args.table.read_text())))
-        return 0
-    result = measure(args)
+    measured = args.table is None
+    result = measure(args) if measured else json.loads(args.table.read_text())
     print(table(result))
-    if args.out is not None:
+    if measured and args.out is not None:
         atomic_write_json(args.out, result)
         print(f"written {args.out}")
     return 0

@@ -1,7 +1,9 @@
 """Facts about the machine and software a suite ran on, recorded as ``DIR/environment.json``.
 
 The bench runner writes it each time it starts (so after a resume it describes the last invocation);
-the report shows it next to the latency plots, since timings mean nothing without the machine.
+the report shows it next to the latency plots, since timings mean nothing without the machine. The
+side-by-side timing scripts in ``benchmarks/`` record `measurement_conditions` with their results and
+summarise their sessions with `group_rows`.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from secateurs.allocator import allocator_env_is_set
 from secateurs.io.files import atomic_write_json
 from secateurs.io.rundir import versions
 
@@ -86,3 +90,24 @@ def record_environment(out: Path, parallel: ParallelOptions | None = None) -> No
     else:
         record = environment_record()
     atomic_write_json(out / ENVIRONMENT_FILE, record)
+
+
+def measurement_conditions(**extra: Any) -> dict[str, Any]:
+    """What a timing is worth knowing with: allocator settings, load, cores, platform, torch, when."""
+    return {
+        "allocator_env": allocator_env_is_set(),
+        "load_average_at_start": list(os.getloadavg()),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def group_rows(rows: Iterable[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """Rows grouped by their values of ``keys``, groups and rows in first-seen order."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[key] for key in keys), []).append(row)
+    return groups
