@@ -33,6 +33,18 @@ def test_hap_fmnist_suite_compares_every_method_at_two_parameter_targets() -> No
     assert len(list(cells(suite))) == 44  # 11 methods × 2 targets × 2 seeds
 
 
+def test_hap_finetune_suite_shares_the_dense_models_and_only_lengthens_fine_tuning() -> None:
+    short, long = load_suite(SUITES / "hap-fmnist.yaml"), load_suite(SUITES / "hap-fmnist-finetune.yaml")
+    # Same model block and seeds: the dense runs of one are the dense runs of the other.
+    assert long.models == short.models and long.seeds == short.seeds and long.data == short.data
+    assert long.calibration == short.calibration and long.measure == short.measure
+    assert {m.row_name for m in long.methods} <= {m.row_name for m in short.methods}
+    assert long.sparsities == (0.7,)
+    assert short.finetune is not None and long.finetune is not None
+    assert long.finetune.epochs == 4 and long.finetune.train_subset is None
+    assert long.finetune.model_copy(update={"epochs": 1, "train_subset": 10000}) == short.finetune
+
+
 def test_demo_suite_includes_hap() -> None:
     suite = load_suite(SUITES / "demo.yaml")
     assert "hap" in {m.name for m in suite.methods}

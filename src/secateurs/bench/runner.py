@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from tqdm import tqdm
 
 from secateurs.bench.machine import record_environment
 from secateurs.bench.results import ResultsFile
-from secateurs.bench.suite import Cell, ModelEntry, Suite, cells, load_suite
+from secateurs.bench.suite import Cell, ModelEntry, Suite, cells, load_suite, method_levels
 from secateurs.bench.table import aggregate, markdown
 from secateurs.data.types import Splits
+from secateurs.errors import ConfigError, UsageError
 from secateurs.io.files import atomic_write_json
 from secateurs.io.rundir import is_run_dir, load_run, read_run, run_lock, writing_run
 from secateurs.recipes import safe_child
@@ -49,6 +51,44 @@ def ensure_dense(suite: Suite, out: Path, model: ModelEntry, seed: int, splits: 
             splits=splits,
         )
     return path
+
+
+def check_cells(suite: Suite, splits: Splits) -> None:
+    """Refuse, before the first dense model trains, a (model, method) pair its method cannot run.
+
+    `load_suite` checks what needs no data; this builds each model for the data's shapes and asks every
+    method (`Method.check`) with the budget its cells will get: e.g. a flow subset larger than the
+    validation split, or a model with fewer than two flow layers. A refusal is a `ConfigError` naming both.
+    """
+    from secateurs.methods import METHODS
+    from secateurs.methods.base import PruneContext
+    from secateurs.models import build_model
+
+    example = torch.zeros(1, *splits.dataset.input_shape)
+    for entry in suite.models:
+        with torch.random.fork_rng():  # the dense runs seed themselves; leave the global generator as it was
+            model = build_model(entry.name, splits.dataset.input_shape, splits.dataset.num_classes)
+        for method in suite.methods:
+            implementation = METHODS.get(method.name)
+            levels = method_levels(suite, method)
+            if not levels:
+                continue
+            sparsity, rates, rounds = levels[0]
+            context = PruneContext(
+                example_inputs=example,
+                generator=torch.Generator().manual_seed(0),
+                splits=splits,
+                train_config=method.train or entry.finetune or suite.finetune,
+            )
+            try:
+                implementation.check(
+                    model,
+                    method.prune_config(sparsity, rates, rounds or 1),
+                    implementation.parse_options(method.options),
+                    context,
+                )
+            except UsageError as error:
+                raise ConfigError(f"suite {suite.name!r}: model {entry.name!r}: {error}") from None
 
 
 def dense_row(suite: Suite, model: ModelEntry, seed: int, path: Path) -> dict[str, Any]:
@@ -148,6 +188,8 @@ def run_suite(
     ``parallel`` with ``jobs > 1`` runs the cells in worker processes (`secateurs.bench.parallel`).
     """
     suite = load_suite(path, overrides or [])
+    splits = load_splits(suite.data)
+    check_cells(suite, splits)  # nothing is written before the suite is known to be runnable
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         atomic_write_json(out / "suite.json", suite.model_dump(by_alias=True))
@@ -162,7 +204,6 @@ def run_suite(
 
             run_parallel(suite, out, results, done, todo, parallel, total=len(grid), progress=progress)
             return markdown(aggregate(results.read()))
-        splits = load_splits(suite.data)
         bar = tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not progress, file=sys.stderr, unit="cell")
         try:
             for seed in suite.seeds:

@@ -48,6 +48,7 @@ from secateurs.config import (
     set_path,
     validate,
 )
+from secateurs.errors import ConfigError, UsageError
 from secateurs.methods.base import PruneConfig
 from secateurs.train.config import TrainConfig
 
@@ -203,10 +204,16 @@ def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
     if suite.keep_runs:
         for cell in cells(suite):
             check_name(cell.key.replace("|", "_"), "cell name")
-    for method in suite.methods:  # fail on bad method options before any training
+    for method in suite.methods:  # fail on bad method options and budgets before any training
         from secateurs.methods import METHODS
 
-        METHODS.get(method.name).parse_options(method.options)
+        implementation = METHODS.get(method.name)
+        options = implementation.parse_options(method.options)
+        for model in suite.models:
+            try:
+                implementation.check_budget(options, method.train or model.finetune or suite.finetune)
+            except UsageError as error:
+                raise ConfigError(f"suite {path}: model {model.name!r}: {error}") from None
         for sparsity, rates, rounds in method_levels(suite, method):
             method.prune_config(sparsity, rates, rounds or 1)
     return suite

@@ -190,6 +190,26 @@ class Method(ABC):
     def scope(self, config: PruneConfig) -> str:
         return config.scope or self.default_scope
 
+    def check_budget(self, options: BaseModel, budget: TrainConfig | None) -> None:
+        """Refuse a training budget these options cannot use, before any training (`UsageError`).
+
+        ``budget`` is what the method will get as ``PruneContext.train_config``; a suite checks every
+        (model, method) pair when it loads, so a bad pairing fails before its dense models train.
+        """
+        if self.trains and budget is None:
+            raise UsageError(
+                f"method {self.name!r} trains while it prunes: give it a training budget (`finetune:` or the "
+                "method entry's `train:` in a suite, --finetune-epochs on the command line)"
+            )
+
+    def check(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> None:
+        """Refuse, without pruning or training anything, what `apply` would refuse later (`UsageError`).
+
+        A suite calls it for every (model, method) before its first dense model trains. The default
+        checks the budget; a method with more to check (IMP and InfCoP: flow layers, the probe) overrides it.
+        """
+        self.check_budget(options, context.train_config)
+
     @abstractmethod
     def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
         """Prune ``model`` (mutating it, or returning a new one in the outcome)."""

@@ -39,6 +39,7 @@ from secateurs.methods.iterative_run import IterativeRun, Plan
 from secateurs.scoring.flow import flow_layers, validation_probe
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.targets import prunable_names
+from secateurs.train.config import TrainConfig
 from secateurs.train.flow_check import StoppingRule
 from secateurs.train.loop import has_conv
 
@@ -71,6 +72,26 @@ class IterativeMagnitudePruning(Method):
         return early if early is not None and round_index < options.rounds else budget
 
     # ------------------------------------------------------------------------------ validation
+    def uses_flows(self, options: IterativeOptions) -> bool:
+        return self.stopping_flow(options) is not None or bool(self.monitored_flows(options))
+
+    def check_budget(self, options: BaseModel, budget: TrainConfig | None) -> None:
+        """The per-round budget: > 0 epochs, and no shorter than ``early_round_epochs`` or ``check_every``."""
+        super().check_budget(options, budget)
+        assert budget is not None and isinstance(options, IterativeOptions)
+        if not budget.epochs > 0:
+            raise UsageError(f"method {self.name!r}: the per-round budget must be > 0 epochs, got {budget.epochs}")
+        early = options.early_round_epochs if isinstance(options, ImpOptions) else None
+        if early is not None and early > budget.epochs:
+            raise UsageError(
+                f"method {self.name!r}: early_round_epochs ({early}) exceeds the per-round budget ({budget.epochs})"
+            )
+        if self.uses_flows(options) and options.check_every > budget.epochs:
+            raise UsageError(
+                f"method {self.name!r}: check_every ({options.check_every} epochs) exceeds the per-round "
+                f"budget ({budget.epochs} epochs)"
+            )
+
     def plan(self, model: nn.Module, config: PruneConfig, options: IterativeOptions, context: PruneContext) -> Plan:
         """Check everything that can be wrong before any training; `UsageError` naming it otherwise."""
         if context.splits is None or context.train_config is None:
@@ -79,8 +100,7 @@ class IterativeMagnitudePruning(Method):
                 "command line; splits= and train_config= in Python)"
             )
         budget = context.train_config
-        if not budget.epochs > 0:
-            raise UsageError(f"method {self.name!r}: the per-round budget must be > 0 epochs, got {budget.epochs}")
+        self.check_budget(options, budget)
         names = prunable_names(model, exclude=config.exclude)
         scope = self.scope(config)
         rate = None
@@ -93,23 +113,19 @@ class IterativeMagnitudePruning(Method):
         else:
             rate = resolve_rate(options, config.sparsity)
             lookup_granularity(config.granularity)
-        early = options.early_round_epochs if isinstance(options, ImpOptions) else None
-        if early is not None and early > budget.epochs:
-            raise UsageError(
-                f"method {self.name!r}: early_round_epochs ({early}) exceeds the per-round budget ({budget.epochs})"
-            )
         plan = Plan(names=names, budget=budget, rate=rate, scope=scope)
-        if self.stopping_flow(options) is not None or self.monitored_flows(options):
-            if options.check_every > budget.epochs:
-                raise UsageError(
-                    f"method {self.name!r}: check_every ({options.check_every} epochs) exceeds the per-round "
-                    f"budget ({budget.epochs} epochs)"
-                )
+        if self.uses_flows(options):
             plan.flow_layers = flow_layers(model, prunable_names(model))
             plan.probe = validation_probe(
                 context.splits, options.flow_subset, options.flow_batch_size, channels_last=has_conv(model)
             )
         return plan
+
+    def check(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> None:
+        """A dry `plan`: budget, rule and scope, flow layers and the validation probe, before any training."""
+        if not isinstance(options, IterativeOptions):
+            raise UsageError(f"method {self.name!r} got options of type {type(options).__name__}")
+        self.plan(model, config, options, context)
 
     # ---------------------------------------------------------------------------------- apply
     def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
