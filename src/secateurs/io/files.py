@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import math
 import os
@@ -159,13 +161,46 @@ def staging_dir(target: Path) -> Iterator[Path]:
         raise
 
 
+RENAME_EXCHANGE = 2  # linux/fs.h
+AT_FDCWD = -100
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the C library, kernel or file system cannot (the caller falls back to two
+    renames); other failures raise `OSError`.
+    """
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    result = renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
 def replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished ``staging`` directory to ``target``, replacing an old ``target`` last."""
-    if target.exists():
+    """Move a finished ``staging`` directory to ``target``, replacing an old ``target``.
+
+    Where the file system can swap two directories atomically, ``target`` always names a complete
+    directory, the old one or the new one. Elsewhere the old one is renamed aside first; a kill between
+    the two renames leaves ``.NAME.old-PID`` next to ``target``, which the next replacement removes.
+    """
+    prefix = f".{target.name}.old-"
+    stale = [path for path in target.parent.iterdir() if path.name.startswith(prefix)]
+    if target.exists() and exchange_paths(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # it now holds the old target
+    elif target.exists():
         trash = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, trash)
         os.replace(staging, target)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, target)
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
     _fsync_dir(target.parent)
