@@ -127,6 +127,10 @@ def test_list_names_registered_things(capsys: pytest.CaptureFixture[str]) -> Non
     for what, expected in (("methods", "magnitude"), ("models", "resnet20"), ("datasets", "fashion-mnist")):
         code, stdout, _ = run_cli(capsys, "list", what)
         assert code == 0 and expected in stdout
+    code, stdout, _ = run_cli(capsys, "list", "scorers")
+    assert code == 0 and "\nlap " in stdout  # per-weight scorers, then where the channel criteria are
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("channel criteria are structured methods") and "hap" in last and "l2-filter" in last
 
 
 def test_recipe_runs_train_then_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

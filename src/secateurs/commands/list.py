@@ -12,6 +12,9 @@ def handle(args: argparse.Namespace) -> int:
 
     for name, description in catalog(args.what):
         print(f"{name:22} {description}")
+    if args.what == "scorers":  # channel criteria are not per-weight scorers: they are structured methods
+        structured = [name for name, description in catalog("methods") if description.startswith("[structured]")]
+        print(f"\nchannel criteria are structured methods (secateurs list methods): {', '.join(structured)}")
     return 0
 
 
