@@ -1,13 +1,15 @@
 """Run a suite: train each dense model once per seed, prune every cell, append one row per cell.
 
 Resumable: dense models live in ``DIR/dense/MODEL-seedN`` (finished run directories are reused,
-interrupted trainings resume from their last epoch) and cells already in ``DIR/results.jsonl`` are
-skipped, so re-running after a kill completes the grid without duplicates.
+interrupted trainings resume from their last epoch), an unfinished cell's checkpoints live in
+``DIR/cells/KEY`` (it resumes after its last epoch or round), and cells already in
+``DIR/results.jsonl`` are skipped, so re-running after a kill completes the grid without duplicates.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -121,6 +123,10 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     measure = suite.measure
     if cell.method.bn_recalibrate is not None:
         measure = measure.model_copy(update={"bn_recalibrate": cell.method.bn_recalibrate})
+    # The cell's checkpoints (fine-tuning epochs, IMP/InfCoP rounds, gradual training): a killed suite
+    # resumes an interrupted cell where it stopped, not from its start. Removed once the row exists.
+    work = safe_child(out / "cells", cell.key.replace("|", "_"), "cell name")
+    resumed = work.exists()
     result = prune_and_finetune(
         start,
         cell.model.name,
@@ -131,7 +137,16 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
         calibration=suite.calibration,
         measure=measure,
         progress=False,
+        checkpoint_dir=work,
+        resume=True,
     )
+    timings: dict[str, Any] = {
+        "wall_s": time.perf_counter() - started,
+        "score_s": result.outcome.score_seconds,
+        "finetune_s": result.finetune_seconds,
+    }
+    if resumed:  # the timings cover this invocation only
+        timings["resumed"] = True
     row = {
         "key": cell.key,
         "suite": suite.name,
@@ -146,11 +161,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
         "train_epochs": result.train_epochs,
         "method_info": result.outcome.info,
         "history": {"method": result.outcome.history, "finetune": result.finetune_history},
-        "timings": {
-            "wall_s": time.perf_counter() - started,
-            "score_s": result.outcome.score_seconds,
-            "finetune_s": result.finetune_seconds,
-        },
+        "timings": timings,
     }
     if cell.rounds is not None:
         protocol = result.outcome.info.get("protocol", {})
@@ -172,6 +183,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
                 }
             )
         row["run"] = str(run_path)
+    shutil.rmtree(work, ignore_errors=True)
     return row
 
 
