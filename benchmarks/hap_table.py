@@ -1,13 +1,15 @@
 """The README table of the HAP side-by-side, regenerated from ``results/hap-fmnist.jsonl``.
 
     PYTHONPATH=src python benchmarks/hap_table.py [results/hap-fmnist.jsonl] [--runs runs/hap-fmnist/runs]
+    PYTHONPATH=src python benchmarks/hap_table.py --budget results/hap-fmnist-finetune.jsonl
 
 One row per method and parameter target, mean ± std over seeds: the parameters actually removed,
 parameters and MACs of the pruned model, test accuracy right after pruning (batch-norm statistics
 re-estimated) and after the fine-tuning budget, and latency at batch 1 and 256 (as measured inside
 the suite, on a shared machine: see benchmarks/hap_speedup.py for interleaved speed-ups). With
 ``--runs`` (the suite's ``keep_runs`` directories) it also counts implants still exactly zero after
-fine-tuning.
+fine-tuning. With ``--budget`` (the results of suites/hap-fmnist-finetune.yaml: the same pruned models,
+fine-tuned longer) it prints, per method, the accuracy after the short and after the long fine-tuning.
 """
 
 from __future__ import annotations
@@ -80,6 +82,44 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def budget_table(short: list[dict[str, Any]], long: list[dict[str, Any]]) -> str:
+    """Per (target, method) of ``long``: test accuracy after the short and the long fine-tuning.
+
+    Only the seeds both suites ran are compared. The pruned+BN accuracy comes from the same pruning in
+    both suites; where the two disagree the cell shows both, since then they did not prune alike.
+    """
+
+    def by_cell(rows: list[dict[str, Any]]) -> dict[tuple[float, str, int], dict[str, Any]]:
+        return {(float(r["sparsity"]), r["label"], int(r["seed"])): r for r in rows if r["label"] != "dense"}
+
+    first, second = by_cell(short), by_cell(long)
+    keys = sorted({(sparsity, label) for sparsity, label, _ in second})
+    hap = {
+        sparsity: [float(second[k]["metrics"]["test_accuracy"]) for k in second if k[:2] == (sparsity, "hap")]
+        for sparsity, _ in keys
+    }
+    header = ["target", "method", "seeds", "acc. pruned+BN %", "fine-tuned, short %", "fine-tuned, long %",
+              "gain, points", "long − hap, points"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for sparsity, label in sorted(keys, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else len(ORDER))):
+        seeds = sorted(s for (t, m, s) in second if (t, m) == (sparsity, label) and (t, m, s) in first)
+        if not seeds:
+            continue
+        pairs = [(first[(sparsity, label, s)], second[(sparsity, label, s)]) for s in seeds]
+        before = [cell([float(a["before_finetune"]["test_accuracy"]) for a, _ in pairs], "percent")]
+        if any(a["before_finetune"]["test_accuracy"] != b["before_finetune"]["test_accuracy"] for a, b in pairs):
+            before.append(cell([float(b["before_finetune"]["test_accuracy"]) for _, b in pairs], "percent"))
+        shorter = [float(a["metrics"]["test_accuracy"]) for a, _ in pairs]
+        longer = [float(b["metrics"]["test_accuracy"]) for _, b in pairs]
+        gain = 100 * (mean_std(longer)[0] - mean_std(shorter)[0])
+        versus = 100 * (mean_std(longer)[0] - mean_std(hap[sparsity])[0]) if hap[sparsity] else float("nan")
+        lines.append(
+            f"| {sparsity:g} of params | {label} | {len(seeds)} | {' / '.join(before)} | {cell(shorter, 'percent')} "
+            f"| {cell(longer, 'percent')} | {gain:+.2f} | {versus:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def zero_implants(runs: Path) -> str:
     """Per kept run with implants: implanted filters whose 1×1 weights are still exactly zero."""
     from secateurs.io.rundir import load_run
@@ -98,12 +138,20 @@ def zero_implants(runs: Path) -> str:
     return "\n".join(lines)
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="?", type=Path, default=Path("results/hap-fmnist.jsonl"))
     parser.add_argument("--runs", type=Path, help="the suite's kept run directories")
+    parser.add_argument("--budget", type=Path, help="results of the same cells fine-tuned longer")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    rows = read_rows(args.results)
+    if args.budget is not None:
+        print(budget_table(rows, read_rows(args.budget)))
+        return 0
     print(table(rows))
     if args.runs:
         print()

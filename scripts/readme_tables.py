@@ -66,6 +66,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "lap-mlp": lambda: str(benchmark("lap_tables").section(RESULTS / "lap-mlp.jsonl")),
     "lap-conv": lambda: str(benchmark("lap_tables").section(RESULTS / "lap-conv.jsonl")),
     "hap-fmnist": lambda: str(benchmark("hap_table").table(rows("hap-fmnist"))),
+    "hap-fmnist-finetune": lambda: str(
+        benchmark("hap_table").budget_table(rows("hap-fmnist"), rows("hap-fmnist-finetune"))
+    ),
     "infcop-table": infcop("table"),
     "infcop-verdict": infcop("verdict"),
     "infcop-mechanism": infcop("mechanism"),

@@ -1,0 +1,55 @@
+"""The HAP tables: the side by side (mean ± std over seeds) and the short-vs-long fine-tuning comparison."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "hap_table.py"
+
+
+@pytest.fixture(scope="module")
+def hap_table() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hap_table", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hap_table"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(label: str, seed: int, before: float, after: float, sparsity: float = 0.7) -> dict[str, Any]:
+    return {
+        "model": "resnet20",
+        "label": label,
+        "seed": seed,
+        "sparsity": sparsity,
+        "before_finetune": {"test_accuracy": before},
+        "metrics": {"test_accuracy": after, "params": 1000, "macs": 5000},
+        "method_info": {"realised": {"params_removed": sparsity}},
+    }
+
+
+def test_side_by_side_gives_mean_and_sample_std_over_seeds(hap_table: ModuleType) -> None:
+    text = hap_table.table([row("hap", 0, 0.30, 0.89), row("hap", 1, 0.26, 0.90), row("l2-filter", 0, 0.5, 0.9)])
+    # mean 0.895, sample std of (0.89, 0.90) = 0.00707; one seed: no ±
+    assert "| 0.7 of params | hap | 2 | 70.00 ± 0.00 | 1,000 | 5,000 | 28.00 ± 2.83 | 89.50 ± 0.71 | – | – |" in text
+    assert "| 0.7 of params | l2-filter | 1 | 70.00 | 1,000 | 5,000 | 50.00 | 90.00 | – | – |" in text
+
+
+def test_budget_table_pairs_seeds_and_compares_with_hap(hap_table: ModuleType) -> None:
+    short = [row("hap", 0, 0.29, 0.89), row("hap", 1, 0.27, 0.90), row("l2-filter", 0, 0.50, 0.90),
+             row("l2-filter", 1, 0.52, 0.91), row("taylor", 0, 0.40, 0.90)]  # fmt: skip
+    long = [row("hap", 0, 0.29, 0.92), row("hap", 1, 0.27, 0.93), row("l2-filter", 0, 0.50, 0.93),
+            row("l2-filter", 1, 0.53, 0.93), row("taylor", 1, 0.41, 0.93)]  # fmt: skip
+    lines = hap_table.budget_table(short, long).splitlines()
+    # hap: short 89.5, long 92.5: +3.00; l2-filter: long 93.0, 0.5 above hap; seed 1 pruned differently
+    assert "| 0.7 of params | hap | 2 | 28.00 ± 1.41 | 89.50 ± 0.71 | 92.50 ± 0.71 | +3.00 | +0.00 |" in lines
+    l2 = "| 0.7 of params | l2-filter | 2 | 51.00 ± 1.41 / 51.50 ± 2.12 | 90.50 ± 0.71 | 93.00 ± 0.00 | +2.50 | +0.50 |"
+    assert l2 in lines
+    assert not any("taylor" in line for line in lines)  # no seed in both suites
