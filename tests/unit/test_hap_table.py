@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "hap_table.py"
-
 
 @pytest.fixture(scope="module")
-def hap_table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hap_table", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hap_table"] = module
-    spec.loader.exec_module(module)
-    return module
+def hap_table(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("hap_table")
 
 
 def row(label: str, seed: int, before: float, after: float, sparsity: float = 0.7) -> dict[str, Any]:

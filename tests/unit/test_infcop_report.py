@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "infcop_report.py"
-
 
 @pytest.fixture(scope="module")
-def report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("infcop_report", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["infcop_report"] = module
-    spec.loader.exec_module(module)
-    return module
+def report(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("infcop_report")
 
 
 def cell(label: str, method: str, seed: int, test: float, epochs: float, **options: Any) -> dict[str, Any]:
