@@ -75,6 +75,10 @@ def test_bench_refuses_before_training_and_writes_nothing(tmp_path: Path, capsys
         ("{name: infcop-if, options: {flow_subset: 500}}",
          "model 'lenet300': flow subset must hold 2 to 100 validation images (the split's size), got 500"),
         ("{name: imp, options: {rule: sap}, scope: layerwise}", "rule 'sap' is global; scope 'layerwise'"),
+        # 128 images at batch 32: 4 steps per epoch, 4 in the 1-epoch budget; end_epoch 2 is step 8
+        ("{name: gmp, options: {end_epoch: 2}}", "end at step 8 (epoch 2) is past the budget of 4 steps"),
+        # lenet300 is all Linear: a window (within-kernel) structure cannot cut it without a fallback
+        ("{name: campfire, granularity: window}", "window granularity needs a conv weight"),
     ],
 )  # fmt: skip
 def test_bench_checks_each_cell_against_the_data_before_training(

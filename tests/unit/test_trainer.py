@@ -19,7 +19,7 @@ from secateurs.sparsity.masks import MaskStore
 from secateurs.train.batchnorm import recalibrate_batchnorm_
 from secateurs.train.checkpoint import load_checkpoint
 from secateurs.train.config import TrainConfig
-from secateurs.train.loop import Callback, Trainer
+from secateurs.train.loop import Callback, Trainer, epoch_steps
 from secateurs.train.optim import build_optimizer, learning_rate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -367,3 +367,15 @@ def test_recalibrate_batchnorm_without_batchnorm_is_a_no_op() -> None:
     state = final_state(model)
     assert recalibrate_batchnorm_(model, [(torch.randn(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64))]) == 0
     assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("subset", "batch", "epochs"),
+    [(None, 64, 2.0), (128, 32, 1.0), (100, 32, 0.5), (20, 32, 3.0), (130, 64, 1.25)],
+)
+def test_epoch_steps_counts_what_the_trainer_takes(
+    splits: Splits, subset: int | None, batch: int, epochs: float
+) -> None:
+    config = TrainConfig(epochs=epochs, batch_size=batch, train_subset=subset)
+    trainer = Trainer(mlp(), splits, config)
+    assert epoch_steps(splits, config) == (trainer.steps_per_epoch, trainer.total_steps)

@@ -165,6 +165,17 @@ class GradualMethod(Method):
             optimizer=optimizer,
         )
 
+    def check(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> None:
+        """The budget, the final target on every layer, and (with data) the schedule in steps, untouched."""
+        super().check(model, config, options, context)
+        assert isinstance(options, GradualOptions)
+        assigned = self.assignments(model, config, options)
+        GradualSparsifier.validate(model, assigned, config.sparsity, scope=self.scope(config), min_keep=config.min_keep)
+        if context.splits is not None and context.train_config is not None:
+            from secateurs.train.loop import epoch_steps
+
+            resolve_schedule(config.sparsity, options, *epoch_steps(context.splits, context.train_config))
+
     def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
         from secateurs.train.distributed import trainer_options
         from secateurs.train.loop import Trainer

@@ -371,6 +371,18 @@ def _broadcast_checkpoint(checkpoint: Checkpoint | None, *, is_source: bool) -> 
     )
 
 
+def epoch_steps(splits: Splits, config: TrainConfig) -> tuple[int, int]:
+    """``(steps per epoch, total steps)`` a one-process `Trainer` takes on ``splits`` with ``config``.
+
+    For checks made before any training (a gradual schedule must end within the budget); the trainer
+    itself counts the batches of its loader, and a test keeps the two equal.
+    """
+    examples = len(_head(splits.train, config.train_subset))
+    batches = examples // config.batch_size if examples >= config.batch_size else 1
+    per_epoch = max(1, batches)
+    return per_epoch, round(config.epochs * per_epoch)
+
+
 def _head(data: TensorData, count: int | None) -> TensorData:
     if count is None or count >= len(data):
         return data
