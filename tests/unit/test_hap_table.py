@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +45,25 @@ def test_budget_table_pairs_seeds_and_compares_with_hap(hap_table: ModuleType) -
     l2 = "| 0.7 of params | l2-filter | 2 | 51.00 ± 1.41 / 51.50 ± 2.12 | 90.50 ± 0.71 | 93.00 ± 0.00 | +2.50 | +0.50 |"
     assert l2 in lines
     assert not any("taylor" in line for line in lines)  # no seed in both suites
+
+
+def test_trace_noise_counts_negative_and_indistinguishable_traces(
+    load_benchmark: Callable[[str], ModuleType],
+) -> None:
+    noise = load_benchmark("hap_trace_noise")
+    tensors = {
+        "trace:a": torch.tensor([1.0, -0.1, 0.5]),
+        "error:a": torch.tensor([0.1, 0.2, 0.3]),  # |t| < 2·SE: -0.1 (0.4) and 0.5 (0.6); 1.0 is resolved
+        "trace:b": torch.tensor([-2.0]),
+        "error:b": torch.tensor([0.5]),  # negative but 4 SE from zero
+        "__generator__": torch.zeros(3, dtype=torch.uint8),
+    }
+    row = noise.summarise(tensors, probes=100)
+    # relative SE: 0.1, 2.0, 0.6, 0.25; torch.median takes the lower middle value (as HAP's run.json does)
+    assert row == {
+        "probes": 100,
+        "channels": 4,
+        "negative": 2,
+        "within_2se_of_zero": 2,
+        "median_relative_se": pytest.approx(0.25),
+    }
