@@ -45,6 +45,15 @@ def test_hap_finetune_suite_shares_the_dense_models_and_only_lengthens_fine_tuni
     assert long.finetune.model_copy(update={"epochs": 1, "train_subset": 10000}) == short.finetune
 
 
+def test_hap_probes_suite_changes_only_the_number_of_probes() -> None:
+    short, probes = load_suite(SUITES / "hap-fmnist.yaml"), load_suite(SUITES / "hap-fmnist-probes.yaml")
+    assert probes.models == short.models and probes.seeds == short.seeds and probes.finetune == short.finetune
+    assert probes.calibration == short.calibration and probes.sparsities == (0.7,)
+    options = {m.row_name: m.options for m in probes.methods}
+    assert options["hap"] == {"trace_cache": "runs/hap-trace-cache"}  # hap-fmnist's row, cached traces
+    assert options["hap-p400"] == {"probes": 400, "tolerance": 0, "trace_cache": "runs/hap-trace-cache"}
+
+
 def test_demo_suite_includes_hap() -> None:
     suite = load_suite(SUITES / "demo.yaml")
     assert "hap" in {m.name for m in suite.methods}
