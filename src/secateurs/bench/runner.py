@@ -126,7 +126,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     # The cell's checkpoints (fine-tuning epochs, IMP/InfCoP rounds, gradual training): a killed suite
     # resumes an interrupted cell where it stopped, not from its start. Removed once the row exists.
     work = safe_child(out / "cells", cell.key.replace("|", "_"), "cell name")
-    resumed = work.exists()
+    resumed = work.is_dir() and any(work.iterdir())
     result = prune_and_finetune(
         start,
         cell.model.name,
