@@ -69,6 +69,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "hap-fmnist-finetune": lambda: str(
         benchmark("hap_table").budget_table(rows("hap-fmnist"), rows("hap-fmnist-finetune"))
     ),
+    "hap-fmnist-probes": lambda: str(benchmark("hap_table").table(rows("hap-fmnist-probes"))),
     "hap-trace-noise": lambda: str(
         benchmark("hap_trace_noise").table(json.loads((RESULTS / "hap-trace-noise.json").read_text())["rows"])
     ),
