@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from secateurs.bench.machine import record_environment
 from secateurs.bench.results import ResultsFile
-from secateurs.bench.suite import Cell, ModelEntry, Suite, cells, load_suite, method_levels
+from secateurs.bench.suite import Cell, ModelEntry, Suite, cells, load_suite, method_levels, training_budget
 from secateurs.bench.table import aggregate, markdown
 from secateurs.data.types import Splits
 from secateurs.errors import ConfigError, UsageError
@@ -55,12 +55,13 @@ def ensure_dense(suite: Suite, out: Path, model: ModelEntry, seed: int, splits: 
     return path
 
 
-def check_cells(suite: Suite, splits: Splits) -> None:
+def check_cells(suite: Suite, splits: Splits, where: str | None = None) -> None:
     """Refuse, before the first dense model trains, a (model, method) pair its method cannot run.
 
     `load_suite` checks what needs no data; this builds each model for the data's shapes and asks every
     method (`Method.check`) with the budget its cells will get: e.g. a flow subset larger than the
-    validation split, or a model with fewer than two flow layers. A refusal is a `ConfigError` naming both.
+    validation split, or a model with fewer than two flow layers. A refusal is a `ConfigError` naming both,
+    after ``where`` (default: the suite's name).
     """
     from secateurs.methods import METHODS
     from secateurs.methods.base import PruneContext
@@ -80,7 +81,7 @@ def check_cells(suite: Suite, splits: Splits) -> None:
                 example_inputs=example,
                 generator=torch.Generator().manual_seed(0),
                 splits=splits,
-                train_config=method.train or entry.finetune or suite.finetune,
+                train_config=training_budget(suite, entry, method),
             )
             try:
                 implementation.check(
@@ -90,7 +91,7 @@ def check_cells(suite: Suite, splits: Splits) -> None:
                     context,
                 )
             except UsageError as error:
-                raise ConfigError(f"suite {suite.name!r}: model {entry.name!r}: {error}") from None
+                raise ConfigError(f"{where or f'suite {suite.name!r}'}: model {entry.name!r}: {error}") from None
 
 
 def dense_row(suite: Suite, model: ModelEntry, seed: int, path: Path) -> dict[str, Any]:
@@ -116,7 +117,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     started = time.perf_counter()
     parent = load_run(dense_dir(out, cell.model, cell.seed))
     prune = cell.prune_config()
-    finetune = cell.method.train or cell.model.finetune or suite.finetune
+    finetune = training_budget(suite, cell.model, cell.method)
     start = parent.model
     if cell.method.start == "init":  # the dense run's own starting weights (same seed, same init)
         start = build_initialized(cell.model.name, splits, cell.model.train.init, cell.seed)
@@ -201,7 +202,7 @@ def run_suite(
     """
     suite = load_suite(path, overrides or [])
     splits = load_splits(suite.data)
-    check_cells(suite, splits)  # nothing is written before the suite is known to be runnable
+    check_cells(suite, splits, f"suite {path}")  # nothing is written before the suite is known to be runnable
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         atomic_write_json(out / "suite.json", suite.model_dump(by_alias=True))

@@ -170,6 +170,12 @@ class Cell:
         return self.method.prune_config(0.0, self.rates, self.rounds)
 
 
+def training_budget(suite: Suite, model: ModelEntry, method: MethodEntry) -> TrainConfig | None:
+    """The budget a (model, method) cell trains with: the entry's ``train``, else the model's
+    ``finetune``, else the suite's."""
+    return method.train or model.finetune or suite.finetune
+
+
 def method_levels(suite: Suite, method: MethodEntry) -> list[tuple[float, tuple[float, ...] | None, int | None]]:
     """``(sparsity, rates, rounds)`` of each cell of ``method``: its own or the suite's axis."""
     if method.sparsities is not None:
@@ -211,7 +217,7 @@ def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
         options = implementation.parse_options(method.options)
         for model in suite.models:
             try:
-                implementation.check_budget(options, method.train or model.finetune or suite.finetune)
+                implementation.check_budget(options, training_budget(suite, model, method))
             except UsageError as error:
                 raise ConfigError(f"suite {path}: model {model.name!r}: {error}") from None
         for sparsity, rates, rounds in method_levels(suite, method):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import math
 import os
@@ -165,13 +166,19 @@ RENAME_EXCHANGE = 2  # linux/fs.h
 AT_FDCWD = -100
 
 
+@functools.cache
+def _renameat2() -> Any:
+    """The C library's ``renameat2``, looked up once (None where it has none)."""
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
 def exchange_paths(first: Path, second: Path) -> bool:
     """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
 
     Returns False where the C library, kernel or file system cannot (the caller falls back to two
     renames); other failures raise `OSError`.
     """
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    renameat2 = _renameat2()
     if renameat2 is None:
         return False
     result = renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
@@ -190,11 +197,14 @@ def replace_dir(staging: Path, target: Path) -> None:
     directory, the old one or the new one. Elsewhere the old one is renamed aside first; a kill between
     the two renames leaves ``.NAME.old-PID`` next to ``target``, which the next replacement removes.
     """
-    prefix = f".{target.name}.old-"
-    stale = [path for path in target.parent.iterdir() if path.name.startswith(prefix)]
     if target.exists() and exchange_paths(staging, target):
         shutil.rmtree(staging, ignore_errors=True)  # it now holds the old target
-    elif target.exists():
+        _fsync_dir(target.parent)
+        return
+    # Only the two-rename path leaves leftovers, so only it looks for them.
+    prefix = f".{target.name}.old-"
+    stale = [path for path in target.parent.iterdir() if path.name.startswith(prefix)]
+    if target.exists():
         trash = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, trash)
         os.replace(staging, target)

@@ -378,8 +378,7 @@ def epoch_steps(splits: Splits, config: TrainConfig) -> tuple[int, int]:
     itself counts the batches of its loader, and a test keeps the two equal.
     """
     examples = len(_head(splits.train, config.train_subset))
-    batches = examples // config.batch_size if examples >= config.batch_size else 1
-    per_epoch = max(1, batches)
+    per_epoch = examples // config.batch_size if examples >= config.batch_size else 1
     return per_epoch, round(config.epochs * per_epoch)
 
 
