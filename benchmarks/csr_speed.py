@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 import secateurs as sec
-from secateurs.bench.machine import group_rows, measurement_conditions
+from secateurs.bench.environment import group_rows, measurement_conditions
+from secateurs.deploy.csr import DEFAULT_DENSITY_THRESHOLD, convert_to_csr
 from secateurs.io.files import atomic_write_json
-from secateurs.metrics.latency import compare_latency
+from secateurs.latency.timing import compare_latency
 from secateurs.models import build_model
-from secateurs.sparsity.csr_inference import DEFAULT_DENSITY_THRESHOLD, convert_to_csr
 from secateurs.sparsity.masks import baked_copy
 
 MODEL = "mlp-lap"
@@ -48,7 +48,7 @@ TARGET = 3.0
 
 def pruned_model(sparsity: float, scope: str, run: str | None, seed: int) -> torch.nn.Module:
     if run is not None:
-        from secateurs.io.rundir import load_run
+        from secateurs.runs.directory import load_run
 
         loaded = load_run(Path(run))
         if loaded.info["model"]["name"] != MODEL:

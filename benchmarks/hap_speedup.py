@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 import secateurs as sec
-from secateurs.io.export_onnx import INPUT_NAME, onnx_bytes, onnxruntime_session
+from secateurs.deploy.export_onnx import INPUT_NAME, onnx_bytes, onnxruntime_session
+from secateurs.latency.timing import Runner, allocator_env_is_set, compare_latency, compare_runners, random_input
 from secateurs.metrics.counts import count_macs, count_params
-from secateurs.metrics.latency import Runner, allocator_env_is_set, compare_latency, compare_runners, random_input
 from secateurs.models import build_model
 
 SHAPE = (1, 28, 28)

@@ -122,7 +122,7 @@ def budget_table(short: list[dict[str, Any]], long: list[dict[str, Any]]) -> str
 
 def zero_implants(runs: Path) -> str:
     """Per kept run with implants: implanted filters whose 1×1 weights are still exactly zero."""
-    from secateurs.io.rundir import load_run
+    from secateurs.runs.directory import load_run
     from secateurs.structure.implant import ImplantedConv2d
 
     lines = []

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from secateurs.allocation.elements import select
 from secateurs.models import build_model
 from secateurs.scoring import SCORERS, ScoreContext
 from secateurs.scoring.neighbours import TOPOLOGIES, trace_topology
-from secateurs.sparsity.allocate import select
 from secateurs.sparsity.granularity import granularity
 from secateurs.sparsity.targets import prunable_names
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.bench.machine import group_rows, measurement_conditions
+from secateurs.bench.environment import group_rows, measurement_conditions
 from secateurs.io.files import atomic_write_json
 from secateurs.models import build_model
 from secateurs.sparsity.masks import MaskStore

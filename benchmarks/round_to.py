@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 import secateurs as sec
+from secateurs.latency.timing import Runner, allocator_env_is_set, compare_latency, time_round_robin, torch_threads
 from secateurs.metrics.counts import count_macs, count_params
-from secateurs.metrics.latency import Runner, allocator_env_is_set, compare_latency, time_round_robin, torch_threads
 from secateurs.models import build_model
 
 SHAPE = (1, 28, 28)

@@ -15,16 +15,24 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+_API = (
+    "PruneResult",
+    "evaluate",
+    "evaluate_run",
+    "gradual",
+    "load",
+    "prune",
+    "prune_run",
+    "run_recipe",
+    "save",
+    "train",
+    "train_run",
+)
 _EXPORTS = {
-    "PruneResult": "secateurs.api",
-    "evaluate": "secateurs.api",
-    "gradual": "secateurs.api",
-    "load": "secateurs.api",
-    "prune": "secateurs.api",
-    "save": "secateurs.api",
-    "train": "secateurs.api",
+    **{name: "secateurs.api" for name in _API},
     "MaskStore": "secateurs.sparsity.masks",
-    "TrainConfig": "secateurs.train.config",
+    "PruneConfig": "secateurs.config",
+    "TrainConfig": "secateurs.config",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -30,7 +30,7 @@ def catalog(what: str) -> list[tuple[str, str]]:
 
         return [(name, (type(g).__doc__ or "").strip().splitlines()[0]) for name, g in GRANULARITIES.items()]
     if what == "formats":
-        from secateurs.io.export import load_exporters
+        from secateurs.deploy.exporters import load_exporters
 
         return [(name, e.description) for name, e in load_exporters().items()]
     raise UsageError(f"cannot list {what!r}; accepted: {', '.join(CATALOGS)}")

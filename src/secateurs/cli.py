@@ -4,7 +4,7 @@ Exit codes: 0 success, 2 bad usage or bad input (one line on stderr naming what 
 is accepted), 1 internal failure, 130 interrupted.
 
 Under ``torchrun`` (``torchrun --nproc_per_node=N -m secateurs train|prune|run ...``) every process joins
-the process group here, at the edge (`secateurs.train.distributed.init_from_environment`); only rank 0
+the process group here, at the edge (`secateurs.runtime.distributed.init_from_environment`); only rank 0
 logs, prints and writes.
 """
 
@@ -65,7 +65,7 @@ def _stable_allocator() -> None:
     glibc reads them only at start-up; with its defaults, batch-256 CPU timings swing by ±30 %.
     Only the console command re-executes itself; `main(argv)` called from Python never does.
     """
-    from secateurs.allocator import ALLOCATOR_ENV, allocator_env_is_set
+    from secateurs.runtime.malloc import ALLOCATOR_ENV, allocator_env_is_set
 
     if allocator_env_is_set():
         return
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_distributed(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run ``command`` as one rank of a torchrun job: rank 0 logs and prints, the others stay quiet."""
-    from secateurs.train import distributed
+    from secateurs.runtime import distributed
 
     world = distributed.init_from_environment(os.environ)
     if not world.distributed:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from secateurs.io.export_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx_model, onnxruntime_session
+from secateurs.deploy.export_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx_model, onnxruntime_session
 from secateurs.models import MODELS, build_model
 
 TOLERANCE = 1e-4

@@ -11,16 +11,16 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs.config import PruneConfig, TrainConfig
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
-from secateurs.methods import METHODS, PruneConfig, PruneContext
+from secateurs.methods import METHODS, PruneContext
 from secateurs.models import build_model
 from secateurs.scoring import SCORERS, ScoreContext
 from secateurs.sparsity.granularity import GRANULARITIES
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names
-from secateurs.train.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

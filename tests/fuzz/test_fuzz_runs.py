@@ -23,8 +23,8 @@ from torch import nn
 
 from secateurs.errors import RunDirError
 from secateurs.io.files import load_tensors, tensor_shapes
-from secateurs.io.rundir import load_run, read_run, writing_run
 from secateurs.models import build_model
+from secateurs.runs.directory import load_run, read_run, writing_run
 from secateurs.sparsity.masks import MaskStore
 from secateurs.structure.plan import PLAN_FORMAT, replay_plan
 

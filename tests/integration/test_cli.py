@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from secateurs.cli import main
 from secateurs.data.files import write_idx
 from secateurs.io.files import load_tensors
-from secateurs.io.rundir import is_run_dir, load_run, partial_dir
+from secateurs.runs.directory import is_run_dir, load_run, partial_dir
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

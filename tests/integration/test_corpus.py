@@ -27,8 +27,8 @@ import torch
 
 from secateurs.cli import main
 from secateurs.data.files import write_cifar_binary, write_idx
-from secateurs.io.rundir import writing_run
 from secateurs.models import build_model
+from secateurs.runs.directory import writing_run
 from secateurs.sparsity.masks import MaskStore
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"

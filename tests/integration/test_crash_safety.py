@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import torch
 
-from secateurs.allocator import ALLOCATOR_ENV
 from secateurs.cli import main
 from secateurs.io.files import load_tensors
-from secateurs.io.rundir import is_run_dir, partial_dir
+from secateurs.runs.directory import is_run_dir, partial_dir
+from secateurs.runtime.malloc import ALLOCATOR_ENV
 
 SOURCE = Path(__file__).resolve().parents[2] / "src"
 DATA = ["--data", "synthetic", "--no-latency", "--batch-size", "32", "--lr", "0.05", "--seed", "5"]

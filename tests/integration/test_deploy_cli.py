@@ -19,14 +19,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from secateurs.allocator import allocator_env_is_set
 from secateurs.cli import main
+from secateurs.deploy.csr_file import load_csr_model
+from secateurs.deploy.export_onnx import INPUT_NAME, onnxruntime_session
 from secateurs.errors import RunDirError
-from secateurs.io.csr_file import load_csr_model
-from secateurs.io.export_onnx import INPUT_NAME, onnxruntime_session
-from secateurs.io.run_record import record_in_run
-from secateurs.io.rundir import load_run, writing_run
 from secateurs.models import build_model
+from secateurs.runs.directory import load_run, writing_run
+from secateurs.runs.update import record_in_run
+from secateurs.runtime.malloc import allocator_env_is_set
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names
 

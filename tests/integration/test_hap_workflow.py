@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig
+from secateurs.api import RunOptions, evaluate_run, prune_run, train_run
+from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, PruneConfig, TrainConfig
 from secateurs.errors import StructureError
-from secateurs.io.rundir import load_run
-from secateurs.methods.base import PruneConfig
+from secateurs.runs.directory import load_run
 from secateurs.structure.implant import ImplantedConv2d
-from secateurs.train.config import TrainConfig
-from secateurs.workflows import RunOptions, evaluate_run, prune_run, train_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

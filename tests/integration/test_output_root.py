@@ -17,7 +17,7 @@ from torch import nn
 
 from secateurs.cli import main
 from secateurs.errors import RunDirError
-from secateurs.io.rundir import partial_dir, writing_run
+from secateurs.runs.directory import partial_dir, writing_run
 
 RECIPE = {"data": {"name": "synthetic"}, "model": "lenet300", "train": {"epochs": 0.1}, "measure": {"latency": False}}
 SUITE = {

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from secateurs.api import load_splits
 from secateurs.bench.runner import check_cells
 from secateurs.bench.suite import load_suite
-from secateurs.workflows import load_splits
 
 SUITES = sorted((Path(__file__).resolve().parents[2] / "suites").glob("*.yaml"))
 

@@ -20,7 +20,7 @@ import torch
 
 from secateurs.cli import main
 from secateurs.io.files import load_tensors
-from secateurs.io.rundir import is_run_dir
+from secateurs.runs.directory import is_run_dir
 
 SOURCE = Path(__file__).resolve().parents[2] / "src"
 TRAIN = ["--model", "lenet300", "--data", "synthetic", "--epochs", "2", "--batch-size", "32", "--lr", "0.05"]

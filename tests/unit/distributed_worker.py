@@ -15,14 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateurs.config import TrainConfig
 from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import split_validation
 from secateurs.errors import RunDirError, UsageError
-from secateurs.io.distributed_run import writing_run_on
-from secateurs.io.rundir import is_run_dir
+from secateurs.runs.directory import is_run_dir
+from secateurs.runs.distributed import writing_run_on
+from secateurs.runtime import distributed
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train import consistency, distributed
-from secateurs.train.config import TrainConfig
+from secateurs.train import consistency
 from secateurs.train.loop import Callback, Trainer
 
 

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from secateurs.allocation.elements import check_sparsity, normalize_scores, select, select_layerwise
 from secateurs.errors import UsageError
-from secateurs.sparsity.allocate import check_sparsity, normalize_scores, select, select_layerwise
 from secateurs.sparsity.granularity import GRANULARITIES, granularity, keep_count
 
 ELEMENT = granularity("element")

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import torch
 
+from secateurs.api import build_initialized, load_splits
 from secateurs.bench import runner
 from secateurs.bench.results import ResultsFile
 from secateurs.bench.suite import cells, load_suite
 from secateurs.errors import ConfigError
-from secateurs.workflows import build_initialized, load_splits
 
 SUITE = """
 name: gradual-tiny

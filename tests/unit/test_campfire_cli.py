@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from secateurs.api import RunOptions, train_run
 from secateurs.cli import main
-from secateurs.config import DataConfig, MeasureConfig, RobustnessConfig
-from secateurs.io.export_packed import bit_identical, read_packed
-from secateurs.io.rundir import load_run
+from secateurs.config import DataConfig, MeasureConfig, RobustnessConfig, TrainConfig
+from secateurs.deploy.export_packed import bit_identical, read_packed
+from secateurs.runs.directory import load_run
 from secateurs.sparsity.masks import plain_state_dict
-from secateurs.train.config import TrainConfig
-from secateurs.workflows import RunOptions, train_run
 
 TINY = ["--data", "synthetic", "--train-subset", "256", "--no-latency"]
 

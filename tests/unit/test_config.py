@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from secateurs.bench.suite import cells, load_suite
-from secateurs.config import load_recipe, parse_overrides, set_path
+from secateurs.config import PruneConfig, load_recipe, parse_overrides, set_path
 from secateurs.errors import ConfigError, UsageError
-from secateurs.methods.base import PruneConfig
-from secateurs.recipes import safe_child
+from secateurs.io.paths import safe_child
 
 RECIPE = """\
 name: lenet5-magnitude

@@ -11,10 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from secateurs.deploy.csr import CSRConv2d, CSRLinear, convert_to_csr
+from secateurs.deploy.csr_file import CSR_FORMAT, csr_header, load_csr_model, save_csr_model
 from secateurs.errors import RunDirError
-from secateurs.io.csr_file import CSR_FORMAT, csr_header, load_csr_model, save_csr_model
 from secateurs.models import build_model
-from secateurs.sparsity.csr_inference import CSRConv2d, CSRLinear, convert_to_csr
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names
 

@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secateurs.errors import UsageError
-from secateurs.models import build_model
-from secateurs.sparsity.csr_inference import (
+from secateurs.deploy.csr import (
     CSRConv2d,
     CSRLinear,
     choose_layers,
     convert_to_csr,
     csr_matrix,
 )
+from secateurs.errors import UsageError
+from secateurs.models import build_model
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names
 

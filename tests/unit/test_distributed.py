@@ -1,4 +1,4 @@
-"""`secateurs.train.distributed`: torchrun's environment, work splitting, digests, and a real two-process
+"""`secateurs.runtime.distributed`: torchrun's environment, work splitting, digests, and a real two-process
 gloo job (env-var rendezvous, as torchrun does it) checking collectives, mask synchronisation, rank-0
 run directories and bit-exact data-parallel resume."""
 
@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secateurs.errors import UsageError
-from secateurs.train import consistency, distributed
-from secateurs.train.distributed import World
+from secateurs.runtime import distributed
+from secateurs.runtime.distributed import World
+from secateurs.train import consistency
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 SOURCE = Path(__file__).resolve().parents[2] / "src"

@@ -19,7 +19,7 @@ import torch_pruning as tp
 from onnx import numpy_helper
 from torch import nn
 
-from secateurs.io.export_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx_model, onnx_metadata, onnxruntime_session
+from secateurs.deploy.export_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx_model, onnx_metadata, onnxruntime_session
 from secateurs.models import build_model
 from secateurs.sparsity.masks import MaskStore, plain_state_dict
 from secateurs.sparsity.targets import prunable_names

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from secateurs.errors import RunDirError
-from secateurs.io.export_packed import (
+from secateurs.deploy.export_packed import (
     bit_identical,
     csr_bytes,
     pack,
@@ -19,6 +18,7 @@ from secateurs.io.export_packed import (
     unpack,
     unpack_bits,
 )
+from secateurs.errors import RunDirError
 from secateurs.sparsity.granularity import granularity
 
 
@@ -114,7 +114,7 @@ def test_state_packing_reports_dense_csr_and_packed_totals() -> None:
 def test_missing_parts_and_foreign_directories_are_run_dir_errors(tmp_path: Path) -> None:
     weight, mask = masked_weight((2, 2, 3, 3), "window", 2 / 3)
     tensors, header = pack_state({"w": weight}, {"w": mask})
-    from secateurs.io.export_packed import unpack_state
+    from secateurs.deploy.export_packed import unpack_state
 
     del tensors["w/values"]
     with pytest.raises(RunDirError, match="lack the part"):

@@ -113,7 +113,8 @@ def test_information_flow_uses_spatial_means_of_preactivations() -> None:
     with torch.no_grad():
         conv = model.conv(x).mean(dim=(2, 3))
         head = model(x)
-    assert measurement.values.tolist() == pytest.approx([pair_flow(conv, head)], abs=1e-9)
+    # float32 activations: batching the probe changes the summation order (~1e-7 relative)
+    assert measurement.values.tolist() == pytest.approx([pair_flow(conv, head)], rel=1e-5)
     assert measurement.accuracy == pytest.approx(float((head.argmax(1) == y).double().mean()))
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs.config import TrainConfig
 from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
 from secateurs.errors import UsageError
 from secateurs.scoring.flow import FlowMeasurement
-from secateurs.train.config import TrainConfig
 from secateurs.train.flow_check import FlowCheck, StoppingRule, check_steps
 from secateurs.train.loop import Trainer
 

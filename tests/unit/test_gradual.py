@@ -10,16 +10,15 @@ import torch
 from torch import nn
 
 import secateurs as sec
+from secateurs.config import PruneConfig, TrainConfig
 from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import split_validation
 from secateurs.errors import ConfigError, UsageError
 from secateurs.methods import METHODS
-from secateurs.methods.base import PruneConfig
 from secateurs.methods.gradual import GradualMethod, GradualOptions, resolve_schedule
-from secateurs.sparsity.gradual import GradualSparsifier
+from secateurs.methods.gradual_sparsifier import GradualSparsifier
 from secateurs.sparsity.granularity import granularity
 from secateurs.sparsity.schedules import CubicSchedule
-from secateurs.train.config import TrainConfig
 from secateurs.train.loop import Callback, Trainer
 
 

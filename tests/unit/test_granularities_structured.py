@@ -14,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from secateurs.allocation.elements import select_global, select_layerwise
 from secateurs.errors import UsageError
-from secateurs.sparsity.allocate import select_global, select_layerwise
 from secateurs.sparsity.granularities_structured import (
     NOfM,
     from_reduction_groups,

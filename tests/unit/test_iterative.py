@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs.config import PruneConfig, TrainConfig
 from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
 from secateurs.errors import ConfigError, UsageError
-from secateurs.methods import METHODS, PruneConfig, PruneContext, PruneOutcome
+from secateurs.methods import METHODS, PruneContext, PruneOutcome
 from secateurs.methods.iterative_options import IterativeOptions, cumulative_keep, resolve_rate
 from secateurs.methods.iterative_run import IterativeRun
 from secateurs.sparsity.granularity import granularity
@@ -21,7 +22,6 @@ from secateurs.sparsity.masks import plain_state_dict
 from secateurs.sparsity.pq_index import sap_fraction
 from secateurs.sparsity.rounds import fixed_fraction_masks
 from secateurs.sparsity.schedules import geometric_sparsity
-from secateurs.train.config import TrainConfig
 
 BUDGET = TrainConfig(epochs=1.0, batch_size=100, lr=0.02, schedule="constant")
 

@@ -12,14 +12,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from secateurs.errors import UsageError
-from secateurs.metrics import (
-    ALLOCATOR_ENV,
-    allocator_env_is_set,
+from secateurs.latency.timing import (
     compare_latency,
     contains_sparse_csr,
     measure_latency,
+    summarize_times_ns,
+    wants_channels_last,
 )
-from secateurs.metrics.latency import summarize_times_ns, wants_channels_last
+from secateurs.runtime.malloc import ALLOCATOR_ENV, allocator_env_is_set
 
 FAST = {"warmup": 1, "repeats": 3}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from secateurs.allocation.channels import AllocationConfig, GroupScores
 from secateurs.errors import StructureError
-from secateurs.structure.allocate import AllocationConfig, GroupScores
-from secateurs.structure.latency_allocate import grid_counts, latency_allocation
+from secateurs.latency.allocate import grid_counts, latency_allocation
 
 
 def group(name: str, scores: list[float], size: int = 1) -> GroupScores:

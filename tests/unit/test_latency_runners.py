@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from secateurs.errors import UsageError
-from secateurs.metrics.latency import Runner, compare_runners, random_input, time_round_robin, torch_threads
-from secateurs.metrics.runtimes import RUNTIMES, LatencyOptions, measure_in_runtime
+from secateurs.latency.runtimes import RUNTIMES, LatencyOptions, measure_in_runtime
+from secateurs.latency.timing import Runner, compare_runners, random_input, time_round_robin, torch_threads
 
 
 def test_round_robin_rotates_and_counts() -> None:

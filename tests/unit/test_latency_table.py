@@ -16,8 +16,8 @@ import torch
 import secateurs as sec
 from secateurs.cli import main
 from secateurs.errors import ConfigError
+from secateurs.latency import table as lt
 from secateurs.models import build_model
-from secateurs.structure import latency_table as lt
 from secateurs.structure.groups import channel_graph
 
 SHAPE = (1, 28, 28)

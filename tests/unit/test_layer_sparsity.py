@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import secateurs as sec
-from secateurs.config import validate
+from secateurs.methods import METHODS
+from secateurs.config import PruneConfig, validate
 from secateurs.errors import ConfigError, UsageError
-from secateurs.methods.base import PruneConfig
 from secateurs.models import build_model
 
 SIZES = {"features.0.weight": 784 * 300, "features.2.weight": 300 * 100, "classifier.weight": 100 * 10}
@@ -56,13 +56,20 @@ def test_a_yaml_file_is_read_and_sparsity_defaults_to_zero(tmp_path: Path) -> No
         ({"layer_sparsity": {"features.0.weight": 1.0}}, "every layer_sparsity must be in [0, 1)"),
         ({"layer_sparsity": {"a.weight": 0.5}, "rates": [0.5]}, "either layer_sparsity or rates"),
         ({"layer_sparsity": "/nonexistent/layer_sparsity.yaml"}, "cannot read layer_sparsity file"),
-        ({"method": "hap", "layer_sparsity": {"a.weight": 0.5}}, "does not take per-layer targets"),
     ],
 )
 def test_bad_targets_are_config_errors(fields: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError) as error:
         config(**fields)
     assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_method_without_per_layer_targets_refuses_them() -> None:
+    parsed = config(method="hap", layer_sparsity={"a.weight": 0.5})  # the schema knows no method
+    with pytest.raises(ConfigError, match="method 'hap' does not take per-layer targets"):
+        METHODS.get("hap").check_config(parsed)
+    with pytest.raises(ConfigError, match="does not take per-layer targets"):
+        sec.prune(lenet300(), parsed, example_inputs=torch.zeros(2, 1, 28, 28))
 
 
 def test_a_file_that_is_not_a_mapping_of_numbers_is_refused(tmp_path: Path) -> None:

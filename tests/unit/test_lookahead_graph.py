@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs.config import PruneConfig
 from secateurs.errors import StructureError, UsageError
-from secateurs.methods import METHODS, PruneConfig, PruneContext
+from secateurs.methods import METHODS, PruneContext
 from secateurs.models import build_model
 from secateurs.scoring import SCORERS, ScoreContext
 from secateurs.scoring.lookahead import column_norms, row_norms

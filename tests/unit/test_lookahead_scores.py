@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from secateurs.methods import METHODS, PruneConfig, PruneContext
+from secateurs.config import PruneConfig
+from secateurs.methods import METHODS, PruneContext
 from secateurs.scoring import SCORERS, ScoreContext
 from secateurs.scoring.lookahead import column_norms, layer_scores, row_norms
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs.config import PruneConfig, TrainConfig
 from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import split_validation
 from secateurs.errors import ConfigError, UsageError
-from secateurs.methods import METHODS, PruneConfig, PruneContext
+from secateurs.methods import METHODS, PruneContext
 from secateurs.scoring import SCORERS, ScoreContext
 from secateurs.scoring.lamp import lamp_layer_scores
 from secateurs.sparsity.rates import layer_targets, nominal_sparsity
-from secateurs.train.config import TrainConfig
 
 LAP_MLP_RATES = (0.5, 0.5, 0.5, 0.5, 0.25)
 
@@ -143,8 +143,8 @@ def test_iterative_prunes_a_share_of_the_survivors_and_retrains_each_round() -> 
 
 def test_methods_without_rate_support_reject_rates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(type(METHODS.get("random")), "supports_rates", False)
-    with pytest.raises(ValueError, match="'random' does not take per-layer rates"):
-        PruneConfig(method="random", rates=(0.5,))
+    with pytest.raises(ConfigError, match="'random' does not take per-layer rates"):
+        METHODS.get("random").check_config(PruneConfig(method="random", rates=(0.5,)))
 
 
 def test_iterative_reaches_a_plain_sparsity_in_equal_shares_of_the_survivors() -> None:

@@ -16,7 +16,7 @@ from torch import nn
 from secateurs.errors import ConfigError, RunDirError
 from secateurs.io import files
 from secateurs.io.files import atomic_write_json, load_tensors, read_json, save_tensors
-from secateurs.io.rundir import load_run, read_run, writing_run
+from secateurs.runs.directory import load_run, read_run, writing_run
 from secateurs.sparsity.masks import MaskStore
 
 

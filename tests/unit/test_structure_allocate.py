@@ -9,9 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secateurs.errors import StructureError
-from secateurs.models import build_model
-from secateurs.structure.allocate import (
+from secateurs.allocation.channels import (
     AllocationConfig,
     GroupScores,
     fixed_channels,
@@ -22,6 +20,8 @@ from secateurs.structure.allocate import (
     rounded_counts,
     search,
 )
+from secateurs.errors import StructureError
+from secateurs.models import build_model
 from secateurs.structure.costs import SizeModel
 from secateurs.structure.groups import channel_graph
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs.config import TrainConfig
 from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
 from secateurs.errors import TrainingDiverged
 from secateurs.sparsity.masks import MaskStore
 from secateurs.train.batchnorm import recalibrate_batchnorm_
 from secateurs.train.checkpoint import load_checkpoint
-from secateurs.train.config import TrainConfig
 from secateurs.train.loop import Callback, Trainer, epoch_steps
 from secateurs.train.optim import build_optimizer, learning_rate
 

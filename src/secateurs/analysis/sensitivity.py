@@ -28,18 +28,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from secateurs.allocation.elements import check_sparsity, select_layerwise
+from secateurs.api import load_splits
+from secateurs.api.measure import eval_loader
 from secateurs.config import DataConfig
 from secateurs.data.loader import Normalization
 from secateurs.errors import RunDirError, UsageError
-from secateurs.io.rundir import LoadedRun, load_run
 from secateurs.metrics.accuracy import evaluate
+from secateurs.runs.directory import LoadedRun, load_run
 from secateurs.scoring import SCORERS
 from secateurs.scoring.base import ScoreContext
-from secateurs.sparsity.allocate import check_sparsity, select_layerwise
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names
-from secateurs.workflows import eval_loader, load_splits
 
 log = logging.getLogger(__name__)
 

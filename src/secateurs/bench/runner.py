@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from secateurs.bench.machine import record_environment
+from secateurs.api import RunOptions, build_initialized, load_splits, prune_and_finetune, train_run
+from secateurs.bench.environment import record_environment
 from secateurs.bench.results import ResultsFile
 from secateurs.bench.suite import Cell, ModelEntry, Suite, cells, load_suite, method_levels, training_budget
 from secateurs.bench.table import aggregate, markdown
 from secateurs.data.types import Splits
 from secateurs.errors import ConfigError, UsageError
 from secateurs.io.files import atomic_write_json
-from secateurs.io.rundir import is_run_dir, load_run, read_run, run_lock, writing_run
-from secateurs.recipes import safe_child
-from secateurs.workflows import RunOptions, build_initialized, load_splits, prune_and_finetune, train_run
+from secateurs.io.paths import safe_child
+from secateurs.runs.directory import is_run_dir, load_run, read_run, run_lock, writing_run
 
 if TYPE_CHECKING:
     from secateurs.bench.parallel import ParallelOptions
@@ -143,7 +143,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     )
     timings: dict[str, Any] = {
         "wall_s": time.perf_counter() - started,
-        "score_s": result.outcome.score_seconds,
+        "score_s": result.pruning.score_seconds,
         "finetune_s": result.finetune_seconds,
     }
     if resumed:  # the timings cover this invocation only
@@ -160,20 +160,20 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
         "metrics": result.metrics,
         "before_finetune": result.before_finetune,
         "train_epochs": result.train_epochs,
-        "method_info": result.outcome.info,
-        "history": {"method": result.outcome.history, "finetune": result.finetune_history},
+        "method_info": result.pruning.info,
+        "history": {"method": result.pruning.history, "finetune": result.finetune_history},
         "timings": timings,
     }
     if cell.rounds is not None:
-        protocol = result.outcome.info.get("protocol", {})
+        protocol = result.pruning.info.get("protocol", {})
         target = protocol.get("target_sparsity", result.metrics.get("sparsity_prunable"))
         row.update(sparsity=target, round=cell.rounds, rates=cell.rates)
     if suite.keep_runs:
         run_path = safe_child(out / "runs", cell.key.replace("|", "_"), "cell name")
         with writing_run(run_path, overwrite=True) as stage:
             stage.save_model(result.model)
-            stage.save_masks(result.outcome.masks)
-            stage.save_plan(result.outcome.plan)
+            stage.save_masks(result.pruning.masks)
+            stage.save_plan(result.pruning.plan)
             stage.commit(
                 {
                     **row,

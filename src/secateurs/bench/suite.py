@@ -42,15 +42,18 @@ from secateurs.config import (
     CalibrationConfig,
     DataConfig,
     MeasureConfig,
+    PruneConfig,
     Seed,
+    TrainConfig,
     load_yaml,
     parse_overrides,
     set_path,
     validate,
 )
 from secateurs.errors import ConfigError, UsageError
-from secateurs.methods.base import PruneConfig
-from secateurs.train.config import TrainConfig
+from secateurs.io.paths import check_name
+from secateurs.methods import METHODS
+from secateurs.models import model_entry
 
 
 class ModelEntry(BaseModel):
@@ -202,17 +205,12 @@ def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
     for key, value in parse_overrides(overrides):
         set_path(tree, key, value)
     suite: Suite = validate(Suite, tree, f"suite {path}")
-    from secateurs.models import model_entry
-    from secateurs.recipes import check_name
-
     for model in suite.models:  # fail on unknown models and unsafe cell names before any training
         model_entry(model.name)
     if suite.keep_runs:
         for cell in cells(suite):
             check_name(cell.key.replace("|", "_"), "cell name")
     for method in suite.methods:  # fail on bad method options and budgets before any training
-        from secateurs.methods import METHODS
-
         implementation = METHODS.get(method.name)
         options = implementation.parse_options(method.options)
         for model in suite.models:
@@ -221,5 +219,8 @@ def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
             except UsageError as error:
                 raise ConfigError(f"suite {path}: model {model.name!r}: {error}") from None
         for sparsity, rates, rounds in method_levels(suite, method):
-            method.prune_config(sparsity, rates, rounds or 1)
+            try:
+                implementation.check_config(method.prune_config(sparsity, rates, rounds or 1))
+            except ConfigError as error:
+                raise ConfigError(f"suite {path}: {error}") from None
     return suite

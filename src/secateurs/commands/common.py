@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from secateurs.train.config import TrainConfig
-    from secateurs.workflows import RunOptions
+    from secateurs.api import RunOptions
+    from secateurs.config import TrainConfig
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "momentum")
 
@@ -28,8 +28,7 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 def train_config(args: argparse.Namespace, prefix: str = "") -> TrainConfig:
     """A validated `TrainConfig` from ``--{prefix}epochs`` etc. and ``--{prefix}set KEY=VALUE``."""
-    from secateurs.config import validate
-    from secateurs.train.config import TrainConfig
+    from secateurs.config import TrainConfig, validate
 
     tree: dict[str, Any] = {}
     for field in TRAIN_FLAGS:
@@ -45,8 +44,8 @@ def train_config(args: argparse.Namespace, prefix: str = "") -> TrainConfig:
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
+    from secateurs.api import RunOptions
     from secateurs.config import MeasureConfig
-    from secateurs.workflows import RunOptions
 
     return RunOptions(
         out=Path(args.out),

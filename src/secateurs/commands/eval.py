@@ -12,8 +12,8 @@ ORDER = 30
 
 
 def handle(args: argparse.Namespace) -> int:
-    from secateurs.io.rundir import read_run
-    from secateurs.workflows import evaluate_run
+    from secateurs.api import evaluate_run
+    from secateurs.runs.directory import read_run
 
     info = read_run(Path(args.run))
     metrics = evaluate_run(Path(args.run), data_dir=args.data_dir, latency=args.latency)

@@ -12,8 +12,8 @@ ORDER = 70
 
 
 def handle(args: argparse.Namespace) -> int:
-    from secateurs.io.export import load_exporters
-    from secateurs.io.rundir import load_run
+    from secateurs.deploy.exporters import load_exporters
+    from secateurs.runs.directory import load_run
 
     exporter = load_exporters().get(args.format)
     settings = key_values(args.set)

@@ -44,9 +44,9 @@ def handle(args: argparse.Namespace) -> int:
     import torch
 
     from secateurs import __version__
-    from secateurs.io.run_record import record_in_run
-    from secateurs.io.rundir import load_run
-    from secateurs.metrics.runtimes import RUNTIMES, LatencyOptions, measure_in_runtime, validate_options
+    from secateurs.latency.runtimes import RUNTIMES, LatencyOptions, measure_in_runtime, validate_options
+    from secateurs.runs.directory import load_run
+    from secateurs.runs.update import record_in_run
 
     runtime = RUNTIMES.get(args.runtime)  # an unknown runtime or a bad option fails before the run is loaded
     options = LatencyOptions(

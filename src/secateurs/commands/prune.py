@@ -12,10 +12,9 @@ ORDER = 20
 
 
 def handle(args: argparse.Namespace) -> int:
-    from secateurs.config import CalibrationConfig, validate
+    from secateurs.api import prune_run
+    from secateurs.config import CalibrationConfig, PruneConfig, validate
     from secateurs.errors import UsageError
-    from secateurs.methods.base import PruneConfig
-    from secateurs.workflows import prune_run
 
     if args.sparsity is None and args.layer_sparsity is None:
         raise UsageError("prune needs --sparsity (the fraction removed, in [0, 1)) or --layer-sparsity FILE")

@@ -11,7 +11,7 @@ ORDER = 40
 
 
 def handle(args: argparse.Namespace) -> int:
-    from secateurs.recipes import run_recipe
+    from secateurs.api.recipes import run_recipe
 
     for info in run_recipe(
         Path(args.recipe),

@@ -16,9 +16,8 @@ ORDER = 10
 
 
 def handle(args: argparse.Namespace) -> int:
-    from secateurs.config import DataConfig, validate
-    from secateurs.methods.base import PruneConfig
-    from secateurs.workflows import train_run
+    from secateurs.api import train_run
+    from secateurs.config import DataConfig, PruneConfig, validate
 
     gradual = None
     if (args.method is None) != (args.sparsity is None):

@@ -1,0 +1,1 @@
+"""Files on disk: atomic writes, JSON and safetensors without pickle, safe path names."""

@@ -3,10 +3,10 @@
 import importlib
 import pkgutil
 
-from secateurs.methods.base import METHODS, Method, PruneConfig, PruneContext, PruneOutcome, register_method
+from secateurs.methods.base import METHODS, Method, PruneContext, PruneOutcome, register_method
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base" and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["METHODS", "Method", "PruneConfig", "PruneContext", "PruneOutcome", "register_method"]
+__all__ = ["METHODS", "Method", "PruneContext", "PruneOutcome", "register_method"]

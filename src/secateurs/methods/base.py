@@ -22,103 +22,20 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from secateurs.allocation.elements import select
+from secateurs.config import PruneConfig, TrainConfig, format_validation_error
 from secateurs.data.types import Splits
 from secateurs.errors import ConfigError, UsageError
 from secateurs.registry import Registry
 from secateurs.scoring import SCORERS
 from secateurs.scoring.base import LossFn, ScoreContext, weight
-from secateurs.sparsity.allocate import select
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.rates import layer_targets, nominal_sparsity
 from secateurs.sparsity.targets import prunable_names
-from secateurs.train.config import TrainConfig
-
-
-class PruneConfig(BaseModel):
-    """Options every method understands; method-specific ones go in ``options``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: str = Field(validation_alias=AliasChoices("method", "name"))
-    """The registered method name (``name`` is accepted as an alias in recipes)."""
-    sparsity: float
-    """Fraction removed, of the prunable weights (unstructured) or of ``target`` (structured)."""
-    scope: Literal["layerwise", "global"] | None = None
-    """None: the method's default."""
-    granularity: str = "element"
-    target: Literal["params", "macs", "channels"] = "params"
-    min_keep: int = Field(1, ge=0)
-    exclude: tuple[str, ...] = ()
-    options: dict[str, Any] = Field(default_factory=dict)
-    rates: tuple[float, ...] | None = None
-    """Per-layer rates p_i of one round, in prunable-layer order (LAP's protocol, `sparsity.rates`):
-    layer i loses 1 − (1 − p_i)^rounds. ``sparsity`` is then left out (it reads 0); a global scope
-    prunes to the size-weighted mean of the layer targets. Only methods with ``supports_rates``."""
-    rounds: int = Field(1, ge=1)
-    """How many rounds of ``rates`` (the paper's iteration index ``it``); needs ``rates``."""
-    layer_sparsity: dict[str, float] | None = None
-    """Per-weight targets (``features.0.weight: 0.9``), e.g. the ``layer_sparsity.yaml`` that
-    `secateurs sensitivity --emit-targets` writes; a string is read as such a YAML file. Weights not
-    listed get ``sparsity`` (0 when left out). Layer-wise methods with ``supports_rates`` only."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _rates_imply_sparsity(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        if isinstance(data.get("layer_sparsity"), str | Path):
-            data = {**data, "layer_sparsity": read_layer_sparsity(Path(data["layer_sparsity"]))}
-        if (data.get("rates") is not None or data.get("layer_sparsity") is not None) and "sparsity" not in data:
-            return {**data, "sparsity": 0.0}
-        return data
-
-    @field_validator("sparsity")
-    @classmethod
-    def _sparsity_range(cls, value: float) -> float:
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1) (the fraction removed), got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _check_rates(self) -> PruneConfig:
-        if self.layer_sparsity is not None:
-            if self.rates is not None:
-                raise ValueError("give either layer_sparsity or rates, not both: each sets every layer's target")
-            bad = {name: value for name, value in self.layer_sparsity.items() if not 0.0 <= value < 1.0}
-            if bad:
-                raise ValueError(f"every layer_sparsity must be in [0, 1) (the fraction removed), got {bad}")
-            if self.method in METHODS and not METHODS.get(self.method).supports_rates:
-                raise ValueError(f"method {self.method!r} does not take per-layer targets (use 'sparsity')")
-        if self.rates is None:
-            if self.rounds != 1:
-                raise ValueError(f"rounds ({self.rounds}) needs a per-layer rate list 'rates'")
-            return self
-        if self.sparsity != 0.0:
-            raise ValueError(f"give either sparsity ({self.sparsity}) or rates, not both: rates set every target")
-        if any(not 0.0 <= rate < 1.0 for rate in self.rates):
-            raise ValueError(f"every rate must be in [0, 1) (the fraction removed per round), got {list(self.rates)}")
-        if self.method in METHODS and not METHODS.get(self.method).supports_rates:
-            raise ValueError(f"method {self.method!r} does not take per-layer rates (use 'sparsity')")
-        return self
-
-
-def read_layer_sparsity(path: Path) -> dict[str, float]:
-    """A ``weight name → sparsity`` YAML mapping (`secateurs sensitivity --emit-targets`); errors are ValueErrors."""
-    from secateurs.config import read_yaml  # config imports this module
-
-    try:
-        document = read_yaml(path, "layer_sparsity file")
-    except ConfigError as error:
-        raise ValueError(f"cannot read layer_sparsity file: {error}") from None
-    if not isinstance(document, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in document.items()
-    ):
-        raise ValueError(f"layer_sparsity file {str(path)!r} must map weight names to numbers (features.0.weight: 0.9)")
-    return {name: float(value) for name, value in document.items()}
 
 
 class NoOptions(BaseModel):
@@ -187,6 +104,17 @@ class Method(ABC):
         except ValidationError as error:
             raise ConfigError(f"method {self.name!r}: {format_validation_error(error)}") from None
 
+    def check_config(self, config: PruneConfig) -> None:
+        """Refuse what ``config`` asks of this method that it cannot do (`ConfigError`, one line).
+
+        The schema (`PruneConfig`) checks what holds for every method; this adds the method's own
+        constraints: per-layer ``rates`` and ``layer_sparsity`` only where ``supports_rates``.
+        """
+        if config.layer_sparsity is not None and not self.supports_rates:
+            raise ConfigError(f"method {self.name!r} does not take per-layer targets (use 'sparsity')")
+        if config.rates is not None and not self.supports_rates:
+            raise ConfigError(f"method {self.name!r} does not take per-layer rates (use 'sparsity')")
+
     def scope(self, config: PruneConfig) -> str:
         return config.scope or self.default_scope
 
@@ -221,20 +149,6 @@ METHODS: Registry[Method] = Registry("method")
 def register_method(method: Method) -> Method:
     METHODS.add(method.name, method)
     return method
-
-
-def format_validation_error(error: ValidationError) -> str:
-    """One line naming the first offending key and what was wrong with it."""
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "extra_forbidden":
-        return f"unknown key {location!r}"
-    if first["type"] == "missing":
-        return f"missing required key {location!r}"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if not location:  # a check across several keys: the message names them; the input is the whole file
-        return message
-    return f"{location}: {message}" if "got" in message else f"{location}: {message} (got {first.get('input')!r})"
 
 
 class ScoreAndSelect(Method):

@@ -15,8 +15,9 @@ ranks all layers' magnitudes together instead of one target per layer (the paper
 
 from __future__ import annotations
 
+from secateurs.config import PruneConfig
 from secateurs.errors import UsageError
-from secateurs.methods.base import PruneConfig, register_method
+from secateurs.methods.base import register_method
 from secateurs.methods.gradual import GradualMethod
 from secateurs.sparsity.granularity import Granularity, granularity
 

@@ -19,10 +19,11 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from secateurs.allocation.elements import check_sparsity
+from secateurs.config import PruneConfig
 from secateurs.errors import UsageError
-from secateurs.methods.base import Method, PruneConfig, PruneContext, PruneOutcome
-from secateurs.sparsity.allocate import check_sparsity
-from secateurs.sparsity.gradual import GradualCallback, GradualSparsifier, assign_granularities
+from secateurs.methods.base import Method, PruneContext, PruneOutcome
+from secateurs.methods.gradual_sparsifier import GradualCallback, GradualSparsifier, assign_granularities
 from secateurs.sparsity.granularity import Granularity
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.masks import MaskStore
@@ -177,7 +178,7 @@ class GradualMethod(Method):
             resolve_schedule(config.sparsity, options, *epoch_steps(context.splits, context.train_config))
 
     def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
-        from secateurs.train.distributed import trainer_options
+        from secateurs.runtime.distributed import trainer_options
         from secateurs.train.loop import Trainer
 
         if context.splits is None or context.train_config is None:
@@ -209,7 +210,7 @@ class GradualMethod(Method):
 
 def gradual_info(model: nn.Module, callback: GradualCallback) -> dict[str, Any]:
     """The callback's summary plus the packed storage report of the final model (for run.json)."""
-    from secateurs.io.export_packed import storage_report
+    from secateurs.deploy.export_packed import storage_report
     from secateurs.sparsity.masks import plain_state_dict
 
     info = callback.info()

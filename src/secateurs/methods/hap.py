@@ -53,12 +53,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from secateurs.allocation.channels import GroupScores
 from secateurs.io.files import atomic_write_json, load_tensors, read_json, save_tensors
 from secateurs.methods.base import PruneContext, register_method
 from secateurs.methods.structured import ChannelOptions, ChannelPruning, Masks
 from secateurs.scoring.base import ScoreContext
 from secateurs.scoring.hessian import ChannelTraces, HutchinsonConfig, hutchinson_channel_traces
-from secateurs.structure.allocate import GroupScores
 from secateurs.structure.groups import ChannelGroup, Member, channel_sums, layouts, member_slices
 from secateurs.structure.implant import ImplantedConv2d
 from secateurs.structure.surgery import implantable

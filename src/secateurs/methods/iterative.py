@@ -35,8 +35,8 @@ from secateurs.methods.base import (
     ScoreAndSelect,
     register_method,
 )
+from secateurs.runtime.distributed import trainer_options
 from secateurs.sparsity.schedules import geometric_sparsity, per_round_rate
-from secateurs.train.distributed import trainer_options
 from secateurs.train.loop import Trainer
 
 log = logging.getLogger(__name__)

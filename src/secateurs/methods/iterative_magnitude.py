@@ -32,14 +32,14 @@ from typing import ClassVar
 from pydantic import BaseModel
 from torch import nn
 
+from secateurs.config import PruneConfig, TrainConfig
 from secateurs.errors import ConfigError, UsageError
-from secateurs.methods.base import Method, PruneConfig, PruneContext, PruneOutcome, register_method
+from secateurs.methods.base import Method, PruneContext, PruneOutcome, register_method
 from secateurs.methods.iterative_options import ImpOptions, IterativeOptions, resolve_rate
 from secateurs.methods.iterative_run import IterativeRun, Plan
 from secateurs.scoring.flow import flow_layers, validation_probe
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.targets import prunable_names
-from secateurs.train.config import TrainConfig
 from secateurs.train.flow_check import StoppingRule
 from secateurs.train.loop import has_conv
 

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from secateurs.config import PruneConfig, TrainConfig
 from secateurs.data.loader import BatchLoader, Normalization
-from secateurs.methods.base import PruneConfig, PruneContext, PruneOutcome
+from secateurs.methods.base import PruneContext, PruneOutcome
 from secateurs.methods.iterative_options import IterativeOptions, cumulative_keep
 from secateurs.methods.iterative_state import load_round_state, save_round_state
 from secateurs.metrics.accuracy import evaluate
+from secateurs.runtime.distributed import trainer_options
 from secateurs.scoring.base import weight
 from secateurs.scoring.flow import FlowMeasurement, FlowProbe, measure_flow
 from secateurs.sparsity.granularity import granularity as lookup_granularity
@@ -29,8 +31,6 @@ from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.pq_index import sap_masks
 from secateurs.sparsity.rewind import capture_rewind_point, rewind_
 from secateurs.sparsity.rounds import fixed_fraction_masks
-from secateurs.train.config import TrainConfig
-from secateurs.train.distributed import trainer_options
 from secateurs.train.flow_check import FlowCheck
 from secateurs.train.loop import Callback, Trainer, has_conv
 

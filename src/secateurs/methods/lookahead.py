@@ -41,10 +41,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from secateurs.allocation.elements import select_layerwise
+from secateurs.config import PruneConfig
 from secateurs.errors import UsageError
-from secateurs.methods.base import PruneConfig, PruneContext, ScoreAndSelect, register_method
+from secateurs.methods.base import PruneContext, ScoreAndSelect, register_method
 from secateurs.scoring.lookahead import lookahead_scores, prepare
-from secateurs.sparsity.allocate import select_layerwise
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 
 

@@ -33,15 +33,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from secateurs.allocation.channels import Allocation, AllocationConfig, GroupScores, fixed_channels, search
+from secateurs.config import PruneConfig
 from secateurs.errors import ConfigError, StructureError
-from secateurs.methods.base import Method, PruneConfig, PruneContext, PruneOutcome
+from secateurs.latency.allocate import latency_allocation
+from secateurs.latency.table import LatencyTable, layer_shapes, load_or_measure
+from secateurs.methods.base import Method, PruneContext, PruneOutcome
 from secateurs.metrics.counts import count_macs, count_params
 from secateurs.sparsity.masks import baked_copy
-from secateurs.structure.allocate import Allocation, AllocationConfig, GroupScores, fixed_channels, search
 from secateurs.structure.costs import SizeModel
 from secateurs.structure.groups import ChannelGraph, ChannelGroup, channel_graph
-from secateurs.structure.latency_allocate import latency_allocation
-from secateurs.structure.latency_table import LatencyTable, layer_shapes, load_or_measure
 from secateurs.structure.plan import plan_of
 from secateurs.structure.surgery import apply_plan, removal_plan
 

@@ -40,8 +40,9 @@ import torch_pruning as tp
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from secateurs.config import PruneConfig
 from secateurs.errors import ConfigError, StructureError
-from secateurs.methods.base import Method, PruneConfig, PruneContext, PruneOutcome, register_method
+from secateurs.methods.base import Method, PruneContext, PruneOutcome, register_method
 from secateurs.metrics.counts import count_macs, count_params
 from secateurs.scoring.base import ScoreContext
 from secateurs.scoring.hessian import prepared_copy

@@ -113,7 +113,7 @@ def hutchinson_channel_traces(
     single process computes with the same rounds. A round is one probe per process; the running
     means are checked for convergence after every round, alike on every rank.
     """
-    from secateurs.train.distributed import current_world, sum_over_items
+    from secateurs.runtime.distributed import current_world, sum_over_items
 
     started = time.perf_counter()
     world = current_world()

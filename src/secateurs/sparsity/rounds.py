@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from secateurs.sparsity.allocate import select
+from secateurs.allocation.elements import select
 from secateurs.sparsity.granularity import Granularity
 
 

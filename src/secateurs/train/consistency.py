@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from secateurs.io.files import dumps_json
-from secateurs.sparsity.masks import MaskStore
-from secateurs.train.distributed import (
+from secateurs.runtime.distributed import (
     DistributedMismatch,
     World,
     broadcast_json,
@@ -25,6 +24,7 @@ from secateurs.train.distributed import (
     current_world,
     differing_ranks,
 )
+from secateurs.sparsity.masks import MaskStore
 
 log = logging.getLogger(__name__)
 

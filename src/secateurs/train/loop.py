@@ -19,14 +19,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from secateurs.config import TrainConfig
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.data.types import Splits, TensorData
 from secateurs.errors import TrainingDiverged
 from secateurs.metrics.accuracy import Evaluation, evaluate
+from secateurs.runtime import distributed
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train import distributed
 from secateurs.train.checkpoint import Checkpoint, apply_checkpoint, read_checkpoint, save_checkpoint
-from secateurs.train.config import TrainConfig
 from secateurs.train.optim import build_optimizer, learning_rate, set_learning_rate
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Trainer:
     continues from the last one.
 
     Data-parallel (``shard=(rank, world)`` with ``world > 1``, inside a torch.distributed process group,
-    ``parallel`` = the DDP wrapper; see `secateurs.train.distributed.trainer_options`): ``batch_size``
+    ``parallel`` = the DDP wrapper; see `secateurs.runtime.distributed.trainer_options`): ``batch_size``
     stays the *global* batch, each rank takes ``batch_size / world`` examples of every global batch, so
     the same global batch and seed give the same optimisation as one process (up to float summation
     order; dropout and augmentation draw per-rank random numbers). Losses, train and validation

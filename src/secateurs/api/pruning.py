@@ -1,39 +1,37 @@
-"""The public Python API: prune your own model, train, evaluate, save and load.
+"""Pruning your own model: `prune` (one shot, iterative or structured) and `gradual` (in your loop).
 
     import secateurs as sec
     result = sec.prune(model, method="magnitude", sparsity=0.9, example_inputs=x)
     result.model          # the masked (or physically smaller) model, ready for your own fine-tuning
     print(result.report())
-    sec.save(result, "out/")
-    run = sec.load("out/", model_factory=lambda: MyNet())
     sparsifier = sec.gradual(model, "campfire", granularity="window", sparsity=0.7, end_step=3000)
 
-The CLI is a thin layer over this module and `secateurs.workflows`.
+`prune` is the one path from a config to a method: the run-directory workflows (`secateurs.api.runs`),
+the bench and the CLI all prune through it, and `build_context` is the one place a `PruneContext`
+is assembled.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from secateurs import methods as _methods  # noqa: F401  (registers the built-in methods)
+from secateurs.config import PruneConfig, TrainConfig, format_validation_error
 from secateurs.data.types import Splits
-from secateurs.io.rundir import LoadedRun, load_run, writing_run
-from secateurs.methods.base import METHODS, PruneConfig, PruneContext, format_validation_error
-from secateurs.metrics.accuracy import Evaluation
-from secateurs.metrics.accuracy import evaluate as evaluate_batches
+from secateurs.errors import ConfigError, UsageError
+from secateurs.methods import METHODS, Method, PruneContext
+from secateurs.methods.gradual import GradualMethod
+from secateurs.methods.gradual_sparsifier import GradualSparsifier
 from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.scoring.base import LossFn
-from secateurs.sparsity.gradual import GradualSparsifier
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train.config import TrainConfig
-from secateurs.train.loop import Callback, Trainer, TrainSummary
 
 
 @dataclass
@@ -70,73 +68,118 @@ class PruneResult:
         return "\n".join(lines)
 
 
-def _prune_config(method: str, sparsity: float, **fields: Any) -> PruneConfig:
-    from pydantic import ValidationError
-
-    from secateurs.errors import ConfigError
-
+def prune_config(method: str, sparsity: float | None, **fields: Any) -> PruneConfig:
+    """A validated `PruneConfig` (a bad field is one `ConfigError` line); ``None`` fields are left out."""
+    given = {key: value for key, value in fields.items() if value is not None}
+    if sparsity is not None:
+        given["sparsity"] = sparsity
     try:
-        return PruneConfig(method=method, sparsity=sparsity, **fields)
+        return PruneConfig(method=method, **given)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error)) from None
 
 
+def build_context(
+    method: Method,
+    *,
+    example_inputs: torch.Tensor,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]] = (),
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    seed: int = 0,
+    splits: Splits | None = None,
+    train_config: TrainConfig | None = None,
+    progress: bool = False,
+    checkpoint_dir: Path | None = None,
+) -> PruneContext:
+    """The `PruneContext` a method runs with (the only place one is built).
+
+    The generator is seeded from ``seed``; ``train_config`` reaches only methods that train while
+    they prune (``method.trains``), the others are fine-tuned by their caller.
+    """
+    return PruneContext(
+        example_inputs=example_inputs,
+        generator=torch.Generator().manual_seed(seed),
+        batches=list(data),
+        loss_fn=loss_fn,
+        splits=splits,
+        train_config=train_config if method.trains else None,
+        seed=seed,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+    )
+
+
 def prune(
     model: nn.Module,
-    method: str,
-    sparsity: float,
+    method: str | PruneConfig,
+    sparsity: float | None = None,
     *,
     example_inputs: torch.Tensor,
     data: Iterable[tuple[torch.Tensor, torch.Tensor]] = (),
     loss_fn: LossFn = nn.functional.cross_entropy,
     scope: str | None = None,
-    granularity: str = "element",
-    target: str = "params",
-    min_keep: int = 1,
+    granularity: str | None = None,
+    target: str | None = None,
+    min_keep: int | None = None,
     exclude: Sequence[str] = (),
     layer_sparsity: Mapping[str, float] | str | None = None,
     seed: int = 0,
     splits: Splits | None = None,
     train_config: TrainConfig | None = None,
     progress: bool = False,
+    checkpoint_dir: Path | None = None,
+    dense: SizeReport | None = None,
     **options: Any,
 ) -> PruneResult:
     """Prune ``model`` with ``method`` to ``sparsity`` (fraction removed) and measure the result.
 
-    ``example_inputs`` is a batch of inputs (its shape after the batch dimension is the input shape
-    used for MAC counts and tracing); ``data`` are calibration batches for data-driven methods;
-    ``options`` are the method's own options (validated; unknown keys are errors). ``layer_sparsity``
-    (a ``weight name → sparsity`` mapping or the path of such a YAML file, e.g. from `secateurs
-    sensitivity --emit-targets`) gives listed layers their own target; the others get ``sparsity``.
-    Unstructured methods
-    mutate ``model`` (masks as parametrizations); structured methods may return a new, smaller module
-    in ``result.model``.
+    ``method`` is a registered name (then ``sparsity``, ``scope``, … and ``options`` build the
+    config) or a whole `PruneConfig` (then those keywords must be left out). ``example_inputs`` is a
+    batch of inputs (its shape after the batch dimension is the input shape used for MAC counts and
+    tracing); ``data`` are calibration batches for data-driven methods; ``options`` are the method's
+    own options (validated; unknown keys are errors). ``layer_sparsity`` (a ``weight name →
+    sparsity`` mapping or the path of such a YAML file, e.g. from `secateurs sensitivity
+    --emit-targets`) gives listed layers their own target; the others get ``sparsity``. Methods that
+    train while they prune take ``splits`` and ``train_config`` (their budget) and checkpoint into
+    ``checkpoint_dir`` when given. ``dense`` is the size every sparsity is measured against (default:
+    ``model`` as given). Unstructured methods mutate ``model`` (masks as parametrizations);
+    structured methods return a new, smaller module in ``result.model``.
     """
-    entry = METHODS.get(method)
-    config = _prune_config(
-        method,
-        sparsity,
-        scope=scope,
-        granularity=granularity,
-        target=target,
-        min_keep=min_keep,
-        exclude=tuple(exclude),
-        options=dict(options),
-        layer_sparsity=layer_sparsity,
-    )
+    if isinstance(method, PruneConfig):
+        given: dict[str, object] = {"sparsity": sparsity, "scope": scope, "granularity": granularity}
+        given.update(target=target, min_keep=min_keep, layer_sparsity=layer_sparsity)
+        extra = [key for key, value in given.items() if value is not None] + (["exclude"] if exclude else [])
+        extra += sorted(options)
+        if extra:
+            raise UsageError(f"prune() got a PruneConfig and also {', '.join(extra)}; put them in the config")
+        config = method
+    else:
+        config = prune_config(
+            method,
+            sparsity,
+            scope=scope,
+            granularity=granularity,
+            target=target,
+            min_keep=min_keep,
+            exclude=tuple(exclude),
+            options=dict(options),
+            layer_sparsity=layer_sparsity,
+        )
+    entry = METHODS.get(config.method)
+    entry.check_config(config)
     parsed = entry.parse_options(config.options)
     input_shape = tuple(example_inputs.shape[1:])
-    dense = size_report(model, input_shape)
-    generator = torch.Generator().manual_seed(seed)
-    context = PruneContext(
+    dense = dense if dense is not None else size_report(model, input_shape)
+    context = build_context(
+        entry,
         example_inputs=example_inputs,
-        generator=generator,
-        batches=list(data),
+        data=data,
         loss_fn=loss_fn,
+        seed=seed,
         splits=splits,
         train_config=train_config,
-        seed=seed,
         progress=progress,
+        checkpoint_dir=checkpoint_dir,
     )
     started = time.perf_counter()
     outcome = entry.apply(model, config, parsed, context)
@@ -184,15 +227,11 @@ def gradual(
         sparsifier = sec.gradual(model, "campfire", granularity="window", sparsity=0.7,
                                  start_step=0, end_step=3000, every=50, optimizer=optimizer)
     """
-    from secateurs.methods.gradual import GradualMethod
-
     entry = METHODS.get(method)
     if not isinstance(entry, GradualMethod):
-        from secateurs.errors import UsageError
-
         accepted = ", ".join(name for name, m in METHODS.items() if isinstance(m, GradualMethod))
         raise UsageError(f"gradual() needs a gradual method, got {method!r} ({entry.kind}); accepted: {accepted}")
-    config = _prune_config(
+    config = prune_config(
         method,
         sparsity,
         scope=scope,
@@ -201,6 +240,7 @@ def gradual(
         exclude=tuple(exclude),
         options=dict(options),
     )
+    entry.check_config(config)
     return entry.sparsifier(
         model,
         config,
@@ -212,76 +252,3 @@ def gradual(
     )
 
 
-def train(
-    model: nn.Module,
-    splits: Splits,
-    config: TrainConfig,
-    *,
-    seed: int = 0,
-    masks: MaskStore | None = None,
-    callbacks: Sequence[Callback] = (),
-    checkpoint_dir: Path | None = None,
-    resume: bool = False,
-    progress: bool = False,
-) -> TrainSummary:
-    """Train ``model`` in place (masked weights stay zero when ``masks`` is given)."""
-    trainer = Trainer(
-        model,
-        splits,
-        config,
-        seed=seed,
-        masks=masks,
-        callbacks=callbacks,
-        checkpoint_dir=checkpoint_dir,
-        progress=progress,
-    )
-    return trainer.fit(resume=resume)
-
-
-def evaluate(model: nn.Module, data: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Evaluation:
-    """Top-1 accuracy and mean cross-entropy of ``model`` over ``data`` batches (already normalised)."""
-    return evaluate_batches(model, data)
-
-
-def save(
-    result: PruneResult,
-    path: str | Path,
-    *,
-    model_name: str = "custom",
-    num_classes: int | None = None,
-    overwrite: bool = False,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``result`` as a run directory (model.safetensors, masks/plan, run.json); atomic."""
-    out = Path(path)
-    input_shape = result.input_shape
-    classes = num_classes if num_classes is not None else _num_classes(result.model)
-    with writing_run(out, overwrite=overwrite) as stage:
-        stage.save_model(result.model)
-        stage.save_masks(result.masks)
-        stage.save_plan(result.plan)
-        stage.commit(
-            {
-                "kind": "prune",
-                "model": {"name": model_name, "input_shape": list(input_shape), "num_classes": classes},
-                "preprocessing": {"input_shape": list(input_shape), "mean": None, "std": None},
-                "seed": None,
-                "config": {"prune": result.config.model_dump()},
-                "metrics": result.size.to_dict(),
-                "method_info": result.info,
-                "history": result.history,
-                "timings": {"score_s": result.score_seconds, "prune_s": result.seconds},
-                **(extra or {}),
-            }
-        )
-    return out
-
-
-def load(path: str | Path, model_factory: Callable[[], nn.Module] | None = None) -> LoadedRun:
-    """Rebuild a saved run: ``model_factory()`` (or the registry's model), plan replay, weights, masks."""
-    return load_run(Path(path), model_factory)
-
-
-def _num_classes(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return int(last[-1].out_features) if last else 0

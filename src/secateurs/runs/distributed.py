@@ -1,6 +1,6 @@
 """Run directories under torchrun: rank 0 writes, the other ranks follow.
 
-`writing_run_on(world, out, ...)` is `secateurs.io.rundir.writing_run` for a data-parallel job. Rank 0
+`writing_run_on(world, out, ...)` is `secateurs.runs.directory.writing_run` for a data-parallel job. Rank 0
 stages, locks and publishes the run exactly as a single process would; every other rank gets a
 `FollowerStage` that writes nothing (no partial directory, no lock file, no checkpoints) and whose
 `commit` returns rank 0's run.json. The ranks agree at the start (a refusal on rank 0, e.g. a
@@ -19,10 +19,10 @@ from typing import Any, Protocol
 from torch import nn
 
 from secateurs.errors import RunDirError, UsageError
-from secateurs.io.rundir import RunStage, writing_run
+from secateurs.runs.directory import RunStage, writing_run
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train import distributed
-from secateurs.train.distributed import World
+from secateurs.runtime import distributed
+from secateurs.runtime.distributed import World
 
 
 class Stage(Protocol):

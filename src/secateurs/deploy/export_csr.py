@@ -1,7 +1,7 @@
 """CSR export: ``secateurs export RUN --format csr [--set density_threshold=0.2]``.
 
 Converts the run's model with `convert_to_csr` (layers below the density threshold in CSR, the rest
-dense) and writes the file described in `secateurs.io.csr_file` beside `out`; reads it back with
+dense) and writes the file described in `secateurs.deploy.csr_file` beside `out`; reads it back with
 `load_csr_model` and compares the reloaded CSR model with the dense masked model on seeded random
 inputs. A maximum absolute difference above `TOLERANCE` is an error and nothing is written; otherwise
 the file is renamed to `out`. A model with no layer sparse enough is refused (exit 2) with the reason:
@@ -20,11 +20,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from secateurs.deploy.csr import DEFAULT_DENSITY_THRESHOLD, convert_to_csr
+from secateurs.deploy.csr_file import csr_header, load_csr_model, save_csr_model
+from secateurs.deploy.exporters import ExportOptions, register_exporter
 from secateurs.errors import SecateursError
-from secateurs.io.csr_file import csr_header, load_csr_model, save_csr_model
-from secateurs.io.export import ExportOptions, register_exporter
-from secateurs.io.rundir import LoadedRun
-from secateurs.sparsity.csr_inference import DEFAULT_DENSITY_THRESHOLD, convert_to_csr
+from secateurs.runs.directory import LoadedRun
 from secateurs.sparsity.masks import baked_copy
 
 TOLERANCE = 1e-4

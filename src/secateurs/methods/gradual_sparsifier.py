@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateurs.allocation.elements import select
 from secateurs.errors import UsageError
 from secateurs.scoring import SCORERS
 from secateurs.scoring.base import ScoreContext
-from secateurs.sparsity.allocate import select
 from secateurs.sparsity.granularities_structured import Balanced, realised_sparsity
 from secateurs.sparsity.granularity import Granularity
 from secateurs.sparsity.masks import MaskStore

@@ -23,8 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from secateurs.allocator import allocator_env_is_set
-from secateurs.metrics.latency import (
+from secateurs.deploy.csr import DEFAULT_DENSITY_THRESHOLD, convert_to_csr, validate_density_threshold
+from secateurs.latency.timing import (
     Runner,
     compare_runners,
     measure_latency,
@@ -34,7 +34,7 @@ from secateurs.metrics.latency import (
     validate_timing_options,
 )
 from secateurs.registry import Registry
-from secateurs.sparsity.csr_inference import DEFAULT_DENSITY_THRESHOLD, convert_to_csr, validate_density_threshold
+from secateurs.runtime.malloc import allocator_env_is_set
 from secateurs.sparsity.masks import baked_copy
 
 __all__ = ["RUNTIMES", "LatencyOptions", "Runtime", "measure_in_runtime", "register_runtime", "validate_options"]
@@ -119,7 +119,7 @@ def csr_runtime(model: nn.Module, input_shape: tuple[int, ...], options: Latency
 def onnxruntime_runtime(model: nn.Module, input_shape: tuple[int, ...], options: LatencyOptions) -> dict[str, Any]:
     import onnxruntime
 
-    from secateurs.io.export_onnx import INPUT_NAME, onnx_bytes, onnxruntime_session
+    from secateurs.deploy.export_onnx import INPUT_NAME, onnx_bytes, onnxruntime_session
 
     with torch_threads(options.threads) as threads:
         data = onnx_bytes(baked_copy(model).eval(), input_shape)

@@ -45,7 +45,7 @@ from torch import nn
 
 from secateurs.errors import ConfigError, StructureError
 from secateurs.io.files import atomic_write_json, read_json
-from secateurs.metrics.latency import Runner, time_round_robin, torch_threads
+from secateurs.latency.timing import Runner, time_round_robin, torch_threads
 from secateurs.structure.groups import ChannelGraph
 
 log = logging.getLogger(__name__)

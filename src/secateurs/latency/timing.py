@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.allocator import ALLOCATOR_ENV, allocator_env_is_set
 from secateurs.errors import UsageError
 from secateurs.metrics.counts import model_device_and_dtype, validate_input_shape
+from secateurs.runtime.malloc import ALLOCATOR_ENV, allocator_env_is_set
 
 __all__ = [
     "ALLOCATOR_ENV",

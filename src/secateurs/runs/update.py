@@ -7,7 +7,7 @@ from typing import Any
 
 from secateurs.errors import RunDirError
 from secateurs.io.files import atomic_write_json
-from secateurs.io.rundir import RUN_FILE, read_run, run_lock
+from secateurs.runs.directory import RUN_FILE, read_run, run_lock
 
 
 def record_in_run(path: Path, section: str, key: str, value: Any) -> dict[str, Any]:

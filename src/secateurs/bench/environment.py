@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from secateurs.allocator import allocator_env_is_set
 from secateurs.io.files import atomic_write_json
-from secateurs.io.rundir import versions
+from secateurs.runs.directory import versions
+from secateurs.runtime.malloc import allocator_env_is_set
 
 if TYPE_CHECKING:
     from secateurs.bench.parallel import ParallelOptions

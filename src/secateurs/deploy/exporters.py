@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-import secateurs.io as io_package
+import secateurs.deploy as deploy_package
 from secateurs.errors import ConfigError
-from secateurs.io.rundir import LoadedRun
 from secateurs.registry import Registry
+from secateurs.runs.directory import LoadedRun
 
 
 class ExportOptions(BaseModel):
@@ -72,8 +72,8 @@ def register_exporter(
 
 
 def load_exporters() -> Registry[Exporter]:
-    """Import every ``export_*`` module of `secateurs.io` (each registers its format)."""
-    for module in pkgutil.iter_modules(io_package.__path__):
+    """Import every ``export_*`` module of `secateurs.deploy` (each registers its format)."""
+    for module in pkgutil.iter_modules(deploy_package.__path__):
         if module.name.startswith("export_"):
-            importlib.import_module(f"secateurs.io.{module.name}")
+            importlib.import_module(f"secateurs.deploy.{module.name}")
     return EXPORTERS

@@ -17,26 +17,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs import methods as _methods  # noqa: F401  (registers the built-in methods)
-from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, RobustnessConfig, validate
+from secateurs.api.measure import accuracy_metrics, calibration_batches, measure_model, reference_size
+from secateurs.api.pruning import PruneResult, prune
+from secateurs.api.training import build_initialized
+from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, PruneConfig, TrainConfig, validate
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.data.registry import load_dataset
-from secateurs.data.types import Splits, TensorData, split_validation
+from secateurs.data.types import Splits, split_validation
 from secateurs.errors import RunDirError, UsageError
-from secateurs.io.distributed_run import writing_run_on
-from secateurs.io.rundir import LoadedRun, load_run, recorded_normalization
-from secateurs.methods.base import METHODS, PruneConfig, PruneContext, PruneOutcome
+from secateurs.methods import METHODS
 from secateurs.methods.gradual import GradualMethod, gradual_info
-from secateurs.metrics.accuracy import evaluate
-from secateurs.metrics.counts import SizeReport, size_report
-from secateurs.metrics.latency import measure_latency
-from secateurs.models import build_model
-from secateurs.sparsity.masks import baked_copy
-from secateurs.train import consistency, distributed
+from secateurs.metrics.counts import size_report
+from secateurs.runs.directory import LoadedRun, load_run, recorded_normalization
+from secateurs.runs.distributed import writing_run_on
+from secateurs.runtime import distributed
+from secateurs.train import consistency
 from secateurs.train.batchnorm import recalibrate_batchnorm_
-from secateurs.train.config import TrainConfig
 from secateurs.train.loop import Callback, Trainer, has_conv
-from secateurs.train.optim import initialize_
 
 log = logging.getLogger(__name__)
 
@@ -57,79 +54,6 @@ def load_splits(data: DataConfig) -> Splits:
     return split_validation(load_dataset(data.name, data.dir))
 
 
-def eval_loader(
-    data: TensorData, normalization: Normalization, model: nn.Module, batch_size: int = 1000
-) -> BatchLoader:
-    return BatchLoader(data, batch_size, normalization, channels_last=has_conv(model))
-
-
-def calibration_batches(
-    splits: Splits, normalization: Normalization, calibration: CalibrationConfig, model: nn.Module
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``calibration.size`` training images, normalised, un-augmented, in fixed batches."""
-    subset = splits.train.subset(slice(0, calibration.size))
-    return list(BatchLoader(subset, calibration.batch_size, normalization, channels_last=has_conv(model)))
-
-
-def accuracy_metrics(
-    model: nn.Module, splits: Splits, normalization: Normalization, subset: int | None = None
-) -> dict[str, float]:
-    """Validation and test accuracy/loss (the test set is read only here, for the final report)."""
-    metrics: dict[str, float] = {}
-    for split, data in (("val", splits.val), ("test", splits.test)):
-        if subset is not None:
-            data = data.subset(slice(0, subset))
-        result = evaluate(model, eval_loader(data, normalization, model))
-        metrics[f"{split}_accuracy"] = result.accuracy
-        metrics[f"{split}_loss"] = result.loss
-    return metrics
-
-
-def measure_model(
-    model: nn.Module,
-    splits: Splits,
-    normalization: Normalization,
-    *,
-    dense: SizeReport,
-    measure: MeasureConfig,
-    eval_subset: int | None = None,
-) -> dict[str, Any]:
-    """Everything run.json reports about a model: accuracies, sizes, sparsities and latency."""
-    input_shape = splits.dataset.input_shape
-    metrics: dict[str, Any] = accuracy_metrics(model, splits, normalization, eval_subset)
-    metrics.update(size_report(model, input_shape, dense_reference=dense).to_dict())
-    if measure.robustness is not None:
-        metrics["robustness"] = robustness_metrics(model, splits.test, normalization, measure.robustness)
-    if measure.latency:
-        timing = measure_latency(
-            baked_copy(model), input_shape, batch_sizes=measure.latency_batches, repeats=measure.latency_repeats
-        )
-        metrics["latency_ms"] = {
-            key: (value["median_ms"] if isinstance(value, dict) else value) for key, value in timing.items()
-        }
-        metrics["latency_p90_ms"] = {key: value["p90_ms"] for key, value in timing.items() if isinstance(value, dict)}
-    return metrics
-
-
-def robustness_metrics(
-    model: nn.Module, data: TensorData, normalization: Normalization, config: RobustnessConfig
-) -> dict[str, Any]:
-    """FGSM/PGD accuracy on the first ``config.examples`` images of ``data`` (ε in pixel units)."""
-    from secateurs.metrics.robustness import AttackConfig, PixelSpace, robust_accuracy
-
-    subset = data.subset(slice(0, config.examples))
-    attacks = AttackConfig(
-        epsilons=config.epsilons,
-        attacks=config.attacks,
-        pgd_steps=config.pgd_steps,
-        pgd_step_size=config.pgd_step_size,
-        seed=config.seed,
-    )
-    loader = BatchLoader(subset, config.batch_size, normalization)
-    accuracy = robust_accuracy(model, loader, PixelSpace(normalization.mean, normalization.std), attacks)
-    return {**accuracy, "examples": len(subset), "split": "test", **config.model_dump(exclude={"examples"})}
-
-
 def model_spec(name: str, splits: Splits) -> dict[str, Any]:
     return {"name": name, "input_shape": list(splits.dataset.input_shape), "num_classes": splits.dataset.num_classes}
 
@@ -143,14 +67,6 @@ def preprocessing(splits: Splits) -> dict[str, Any]:
         "std": list(dataset.std),
         "scale": "x / 255, then (x - mean) / std per channel",
     }
-
-
-def build_initialized(name: str, splits: Splits, init: str, seed: int) -> nn.Module:
-    """The registry model for ``splits``' shapes, initialised deterministically from ``seed``."""
-    torch.manual_seed(seed)
-    model = build_model(name, splits.dataset.input_shape, splits.dataset.num_classes)
-    initialize_(model, init, torch.Generator().manual_seed(seed))
-    return model
 
 
 def train_run(
@@ -261,7 +177,7 @@ class PrunedModel:
     """A pruned (and fine-tuned) model with everything measured about it."""
 
     model: nn.Module
-    outcome: PruneOutcome
+    pruning: PruneResult
     before_finetune: dict[str, float]
     metrics: dict[str, Any]
     finetune_history: list[dict[str, Any]]
@@ -269,17 +185,11 @@ class PrunedModel:
     train_epochs: float
 
 
-def reference_size(model_name: str, splits: Splits) -> SizeReport:
-    """Size of the unpruned registry model: the reference every sparsity is measured against."""
-    shape = splits.dataset.input_shape
-    return size_report(build_model(model_name, shape, splits.dataset.num_classes), shape)
-
-
 def prune_and_finetune(
     model: nn.Module,
     model_name: str,
     splits: Splits,
-    prune: PruneConfig,
+    config: PruneConfig,
     finetune: TrainConfig | None,
     *,
     seed: int,
@@ -297,22 +207,22 @@ def prune_and_finetune(
     before they are returned, and only rank 0 measures (the others return empty metrics).
     """
     world = distributed.current_world()
-    method = METHODS.get(prune.method)
-    method_options = method.parse_options(prune.options)
+    method = METHODS.get(config.method)
     normalization = Normalization(splits.dataset.mean, splits.dataset.std)
     eval_subset = finetune.eval_subset if finetune is not None else None
     batches = calibration_batches(splits, normalization, calibration, model)
-    context = PruneContext(
+    outcome = prune(
+        model,
+        config,
         example_inputs=batches[0][0][:2].contiguous(),
-        generator=torch.Generator().manual_seed(seed),
-        batches=batches,
-        splits=splits,
-        train_config=finetune if method.trains else None,
+        data=batches,
         seed=seed,
+        splits=splits,
+        train_config=finetune,
         progress=progress,
         checkpoint_dir=checkpoint_dir / "method" if checkpoint_dir is not None else None,
+        dense=reference_size(model_name, splits),
     )
-    outcome = method.apply(model, prune, method_options, context)
     model = outcome.model
     if world.distributed:
         consistency.synchronize_masks_(outcome.masks, world)
@@ -344,7 +254,7 @@ def prune_and_finetune(
             model,
             splits,
             normalization,
-            dense=reference_size(model_name, splits),
+            dense=outcome.dense,
             measure=measure,
             eval_subset=eval_subset,
         )
@@ -354,7 +264,7 @@ def prune_and_finetune(
     extra_epochs = finetune.epochs if finetune is not None and not method.trains else 0.0
     return PrunedModel(
         model=model,
-        outcome=outcome,
+        pruning=outcome,
         before_finetune=before,
         metrics=metrics,
         finetune_history=history,
@@ -365,7 +275,7 @@ def prune_and_finetune(
 
 def prune_run(
     source: Path,
-    prune: PruneConfig,
+    config: PruneConfig,
     finetune: TrainConfig | None,
     *,
     seed: int,
@@ -377,7 +287,7 @@ def prune_run(
     """Prune the finished run ``source``, fine-tune, measure, and write the run directory ``options.out``."""
     calibration = calibration or CalibrationConfig()
     started = time.perf_counter()
-    METHODS.get(prune.method).parse_options(prune.options)  # fail on bad options before any work
+    METHODS.get(config.method).parse_options(config.options)  # fail on bad options before any work
     parent = load_run(Path(source))
     data = _data_of(parent, data_dir)
     splits = splits or load_splits(data)
@@ -392,7 +302,7 @@ def prune_run(
             parent.model,
             spec["name"],
             splits,
-            prune,
+            config,
             finetune,
             seed=seed,
             calibration=calibration,
@@ -402,8 +312,8 @@ def prune_run(
             resume=stage.resumed,
         )
         stage.save_model(result.model)
-        stage.save_masks(result.outcome.masks)
-        stage.save_plan(result.outcome.plan)
+        stage.save_masks(result.pruning.masks)
+        stage.save_plan(result.pruning.plan)
         info = {
             "kind": "prune",
             "parent": str(Path(source)),
@@ -411,7 +321,7 @@ def prune_run(
             "config": {
                 "data": data.model_dump(),
                 "model": spec["name"],
-                "method": prune.model_dump(),
+                "method": config.model_dump(),
                 "finetune": finetune.model_dump() if finetune is not None else None,
                 "calibration": calibration.model_dump(),
                 "measure": options.measure.model_dump(),
@@ -421,12 +331,12 @@ def prune_run(
             "dense": {k: parent.info["metrics"].get(k) for k in ("val_accuracy", "test_accuracy", "params", "macs")},
             "metrics": result.metrics,
             "metrics_before_finetune": result.before_finetune,
-            "method_info": result.outcome.info,
-            "history": {"method": result.outcome.history, "finetune": result.finetune_history},
+            "method_info": result.pruning.info,
+            "history": {"method": result.pruning.history, "finetune": result.finetune_history},
             "train_epochs": result.train_epochs,
             "timings": {
                 "wall_s": time.perf_counter() - started,
-                "score_s": result.outcome.score_seconds,
+                "score_s": result.pruning.score_seconds,
                 "finetune_s": result.finetune_seconds,
             },
         }

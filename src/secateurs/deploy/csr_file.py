@@ -28,9 +28,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from secateurs.deploy.csr import CSRConv2d, CSRConversion, CSRLinear, conv_geometry
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import save_tensors
-from secateurs.sparsity.csr_inference import CSRConv2d, CSRConversion, CSRLinear, conv_geometry
 
 __all__ = ["CSR_FORMAT", "CSRFile", "csr_header", "load_csr_model", "save_csr_model"]
 

@@ -30,8 +30,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from secateurs.errors import StructureError
-from secateurs.structure.allocate import (
+from secateurs.allocation.channels import (
     Allocation,
     AllocationConfig,
     CostFn,
@@ -40,6 +39,7 @@ from secateurs.structure.allocate import (
     removable_units,
     removal_masks,
 )
+from secateurs.errors import StructureError
 
 LatencyFn = Callable[[list[int]], float]
 """Predicted milliseconds when group ``i`` loses ``removed[i]`` channels."""

@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
+from secateurs.deploy.exporters import ExportOptions, register_exporter
 from secateurs.errors import RunDirError
-from secateurs.io.export import ExportOptions, register_exporter
 from secateurs.io.files import (
     FILE_MODE,
     atomic_write_json,
@@ -47,7 +47,7 @@ from secateurs.io.files import (
     save_tensors,
     staging_dir,
 )
-from secateurs.io.rundir import LoadedRun
+from secateurs.runs.directory import LoadedRun
 from secateurs.sparsity.granularities_structured import from_reduction_groups, reduction_groups
 from secateurs.sparsity.masks import plain_state_dict
 

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from secateurs import __version__
+from secateurs.deploy.exporters import ExportOptions, register_exporter
 from secateurs.errors import SecateursError
-from secateurs.io.export import ExportOptions, register_exporter
 from secateurs.io.files import atomic_write_bytes
-from secateurs.io.rundir import LoadedRun
+from secateurs.runs.directory import LoadedRun
 from secateurs.sparsity.masks import baked_copy
 
 __all__ = [

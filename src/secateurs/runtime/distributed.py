@@ -20,7 +20,7 @@ What this module provides:
 **Hessian probes (HAP).** A Hutchinson estimate ``tr(H) ≈ (1/N) Σᵢ vᵢᵀ H vᵢ`` is a sum over
 independent probes. Split it with `sum_over_items`::
 
-    from secateurs.train.distributed import sum_over_items
+    from secateurs.runtime.distributed import sum_over_items
 
     def probe_sums(items: range) -> dict[str, torch.Tensor]:
         totals = {name: torch.zeros(channels) for name, channels in groups.items()}  # zeros for an empty range
