@@ -34,9 +34,10 @@ from typing import Any
 import torch
 
 import secateurs as sec
-from secateurs.bench.environment import group_rows, measurement_conditions
+from secateurs.bench.results import group_rows
 from secateurs.deploy.csr import DEFAULT_DENSITY_THRESHOLD, convert_to_csr
 from secateurs.io.files import atomic_write_json
+from secateurs.latency.machine import measurement_conditions
 from secateurs.latency.timing import compare_latency
 from secateurs.models import build_model
 from secateurs.sparsity.masks import baked_copy

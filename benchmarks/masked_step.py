@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.bench.environment import group_rows, measurement_conditions
+from secateurs.bench.results import group_rows
 from secateurs.io.files import atomic_write_json
+from secateurs.latency.machine import measurement_conditions
 from secateurs.models import build_model
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from secateurs.api import build_initialized, load_splits
+from secateurs.bench import cells as cells_module
 from secateurs.bench import runner
 from secateurs.bench.results import ResultsFile
 from secateurs.bench.suite import cells, load_suite
@@ -42,13 +43,13 @@ def test_a_from_scratch_entry_starts_from_the_dense_runs_initialisation(
         "lenet300|magnitude|0.5|1",
     ]
     starts: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
-    real = runner.prune_and_finetune
+    real = cells_module.prune_and_finetune
 
     def recording(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         starts[args[2].method, kwargs["seed"]] = {k: v.clone() for k, v in model.state_dict().items()}
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "prune_and_finetune", recording)
+    monkeypatch.setattr(cells_module, "prune_and_finetune", recording)
     runner.run_suite(path, tmp_path / "out")
     rows = {row["key"]: row for row in ResultsFile(tmp_path / "out" / "results.jsonl").read()}
     assert set(rows) == {
@@ -63,7 +64,7 @@ def test_a_from_scratch_entry_starts_from_the_dense_runs_initialisation(
     initial = build_initialized("lenet300", load_splits(suite.data), "default", 0)
     for name, value in initial.state_dict().items():
         assert torch.equal(starts["gmp", 0][name], value), name
-    trained = runner.load_run(tmp_path / "out" / "dense" / "lenet300-seed0").model.state_dict()
+    trained = cells_module.load_run(tmp_path / "out" / "dense" / "lenet300-seed0").model.state_dict()
     first = next(name for name in initial.state_dict() if name.endswith("weight"))
     assert not torch.equal(starts["magnitude", 0][first], initial.state_dict()[first])
     assert torch.equal(starts["magnitude", 0][first], trained[first])

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from secateurs.bench.environment import cpu_model, group_rows, measurement_conditions, memory_gib
+from secateurs.bench.results import group_rows
+from secateurs.latency.machine import cpu_model, measurement_conditions, memory_gib
 
 
 def test_cpu_model_reads_the_model_name(tmp_path: Path) -> None:

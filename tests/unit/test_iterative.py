@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs.allocation.rounds import fixed_fraction_masks
 from secateurs.config import PruneConfig, TrainConfig
 from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
@@ -20,7 +21,6 @@ from secateurs.methods.iterative_run import IterativeRun
 from secateurs.sparsity.granularity import granularity
 from secateurs.sparsity.masks import plain_state_dict
 from secateurs.sparsity.pq_index import sap_fraction
-from secateurs.sparsity.rounds import fixed_fraction_masks
 from secateurs.sparsity.schedules import geometric_sparsity
 
 BUDGET = TrainConfig(epochs=1.0, batch_size=100, lr=0.02, schedule="constant")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import secateurs as sec
-from secateurs.methods import METHODS
 from secateurs.config import PruneConfig, validate
 from secateurs.errors import ConfigError, UsageError
+from secateurs.methods import METHODS
 from secateurs.models import build_model
 
 SIZES = {"features.0.weight": 784 * 300, "features.2.weight": 300 * 100, "classifier.weight": 100 * 10}

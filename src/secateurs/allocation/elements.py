@@ -12,18 +12,11 @@ from collections.abc import Mapping
 import torch
 
 from secateurs.errors import UsageError
+from secateurs.sparsity.fractions import check_sparsity
 from secateurs.sparsity.granularity import Granularity, alive_units, top_units
 
 SCOPES = ("layerwise", "global")
 NORMALIZATIONS = ("none", "l2")
-
-
-def check_sparsity(sparsity: float, what: str = "sparsity") -> float:
-    """Validate a fraction removed: accepted range [0, 1)."""
-    value = float(sparsity)
-    if not 0.0 <= value < 1.0 or value != value:
-        raise UsageError(f"{what} must be in [0, 1) (the fraction removed), got {sparsity}")
-    return value
 
 
 def _masked_scores(scores: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from secateurs.allocation.elements import check_sparsity, select_layerwise
+from secateurs.allocation.elements import select_layerwise
 from secateurs.api import load_splits
 from secateurs.api.measure import eval_loader
 from secateurs.config import DataConfig
@@ -38,6 +38,7 @@ from secateurs.metrics.accuracy import evaluate
 from secateurs.runs.directory import LoadedRun, load_run
 from secateurs.scoring import SCORERS
 from secateurs.scoring.base import ScoreContext
+from secateurs.sparsity.fractions import check_sparsity
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names

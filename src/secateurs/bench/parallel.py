@@ -42,13 +42,13 @@ import torch
 from tqdm import tqdm
 
 from secateurs.api import load_splits
-from secateurs.bench.environment import usable_cores
+from secateurs.bench.cells import dense_dir, dense_row, ensure_dense, run_cell
 from secateurs.bench.results import ResultsFile
-from secateurs.bench.runner import dense_dir, dense_row, ensure_dense, run_cell
 from secateurs.bench.suite import Cell, Suite
 from secateurs.config import DataConfig
 from secateurs.data.types import Splits
 from secateurs.errors import SecateursError, UsageError
+from secateurs.latency.machine import usable_cores
 from secateurs.runs.directory import is_run_dir
 
 log = logging.getLogger(__name__)

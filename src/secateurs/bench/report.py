@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from secateurs.bench import plot_data, plots
-from secateurs.bench.environment import ENVIRONMENT_FILE, machine_facts
+from secateurs.bench.environment import ENVIRONMENT_FILE
 from secateurs.bench.html import Page, Table, render
 from secateurs.bench.plots import Plot, PlotStyle
 from secateurs.bench.results import ResultsFile
 from secateurs.bench.table import aggregate, csv_text, markdown, text_cells
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import atomic_write_bytes
+from secateurs.latency.machine import machine_facts
 from secateurs.runs.directory import versions
 
 log = logging.getLogger(__name__)

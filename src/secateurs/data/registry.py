@@ -12,6 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from secateurs.data.cifar import load_cifar
+from secateurs.data.idx import load_idx_dataset
+from secateurs.data.npz import load_npz
+from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Dataset
 from secateurs.errors import DataError
 from secateurs.registry import Registry
@@ -44,8 +48,6 @@ def resolve_data_dir(name: str, data_dir: str | Path | None, default: Path | Non
 
 def _idx(name: str, default: Path | None, mean: float, std: float) -> Callable[[Path | None], Dataset]:
     def load(data_dir: Path | None) -> Dataset:
-        from secateurs.data.idx import load_idx_dataset
-
         root = resolve_data_dir(name, data_dir, default)
         return load_idx_dataset(root, name=name, mean=(mean,), std=(std,))
 
@@ -54,22 +56,16 @@ def _idx(name: str, default: Path | None, mean: float, std: float) -> Callable[[
 
 def _cifar(name: str, num_classes: int) -> Callable[[Path | None], Dataset]:
     def load(data_dir: Path | None) -> Dataset:
-        from secateurs.data.cifar import load_cifar
-
         return load_cifar(resolve_data_dir(name, data_dir, None), num_classes=num_classes)
 
     return load
 
 
 def _npz(data_dir: Path | None) -> Dataset:
-    from secateurs.data.npz import load_npz
-
     return load_npz(resolve_data_dir("npz", data_dir, None))
 
 
 def _synthetic(data_dir: Path | None) -> Dataset:
-    from secateurs.data.synthetic import make_synthetic
-
     return make_synthetic()
 
 

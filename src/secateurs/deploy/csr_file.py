@@ -31,6 +31,8 @@ from torch import nn
 from secateurs.deploy.csr import CSRConv2d, CSRConversion, CSRLinear, conv_geometry
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import save_tensors
+from secateurs.models import build_model
+from secateurs.structure.plan import replay_plan
 
 __all__ = ["CSR_FORMAT", "CSRFile", "csr_header", "load_csr_model", "save_csr_model"]
 
@@ -127,9 +129,6 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 
 def _skeleton(path: Path, header: dict[str, Any], model_factory: Callable[[], nn.Module] | None) -> nn.Module:
-    from secateurs.models import build_model
-    from secateurs.structure.plan import replay_plan
-
     spec = header.get("model")
     if model_factory is not None:
         model = model_factory()

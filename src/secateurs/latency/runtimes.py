@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from secateurs.deploy.csr import DEFAULT_DENSITY_THRESHOLD, convert_to_csr, validate_density_threshold
+from secateurs.deploy.export_onnx import INPUT_NAME, onnx_bytes, onnxruntime_session
 from secateurs.latency.timing import (
     Runner,
     compare_runners,
@@ -118,8 +119,6 @@ def csr_runtime(model: nn.Module, input_shape: tuple[int, ...], options: Latency
 @register_runtime("onnxruntime", description="the exported ONNX graph in onnxruntime (CPU, sequential execution)")
 def onnxruntime_runtime(model: nn.Module, input_shape: tuple[int, ...], options: LatencyOptions) -> dict[str, Any]:
     import onnxruntime
-
-    from secateurs.deploy.export_onnx import INPUT_NAME, onnx_bytes, onnxruntime_session
 
     with torch_threads(options.threads) as threads:
         data = onnx_bytes(baked_copy(model).eval(), input_shape)

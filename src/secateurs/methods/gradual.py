@@ -19,16 +19,19 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from secateurs.allocation.elements import check_sparsity
 from secateurs.config import PruneConfig
+from secateurs.deploy.export_packed import storage_report
 from secateurs.errors import UsageError
 from secateurs.methods.base import Method, PruneContext, PruneOutcome
 from secateurs.methods.gradual_sparsifier import GradualCallback, GradualSparsifier, assign_granularities
+from secateurs.runtime.distributed import trainer_options
+from secateurs.sparsity.fractions import check_sparsity
 from secateurs.sparsity.granularity import Granularity
 from secateurs.sparsity.granularity import granularity as lookup_granularity
-from secateurs.sparsity.masks import MaskStore
+from secateurs.sparsity.masks import MaskStore, plain_state_dict
 from secateurs.sparsity.schedules import CubicSchedule
 from secateurs.sparsity.targets import prunable_names
+from secateurs.train.loop import Trainer, epoch_steps
 
 
 class GradualOptions(BaseModel):
@@ -173,14 +176,9 @@ class GradualMethod(Method):
         assigned = self.assignments(model, config, options)
         GradualSparsifier.validate(model, assigned, config.sparsity, scope=self.scope(config), min_keep=config.min_keep)
         if context.splits is not None and context.train_config is not None:
-            from secateurs.train.loop import epoch_steps
-
             resolve_schedule(config.sparsity, options, *epoch_steps(context.splits, context.train_config))
 
     def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
-        from secateurs.runtime.distributed import trainer_options
-        from secateurs.train.loop import Trainer
-
         if context.splits is None or context.train_config is None:
             raise UsageError(
                 f"method {self.name!r} prunes while it trains: give it a training budget "
@@ -210,9 +208,6 @@ class GradualMethod(Method):
 
 def gradual_info(model: nn.Module, callback: GradualCallback) -> dict[str, Any]:
     """The callback's summary plus the packed storage report of the final model (for run.json)."""
-    from secateurs.deploy.export_packed import storage_report
-    from secateurs.sparsity.masks import plain_state_dict
-
     info = callback.info()
     info["storage"] = storage_report(plain_state_dict(model), dict(callback.masks.items()))["total"]
     return info

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from secateurs.allocation.elements import check_sparsity
 from secateurs.errors import UsageError
+from secateurs.sparsity.fractions import check_sparsity
 from secateurs.sparsity.schedules import per_round_rate
 
 LOTTERY_TICKET_RATE = 0.2

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from secateurs.allocation.rounds import fixed_fraction_masks
 from secateurs.config import PruneConfig, TrainConfig
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.methods.base import PruneContext, PruneOutcome
@@ -30,7 +31,6 @@ from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.pq_index import sap_masks
 from secateurs.sparsity.rewind import capture_rewind_point, rewind_
-from secateurs.sparsity.rounds import fixed_fraction_masks
 from secateurs.train.flow_check import FlowCheck
 from secateurs.train.loop import Callback, Trainer, has_conv
 

@@ -28,6 +28,8 @@ from secateurs.data.loader import Normalization
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import atomic_write_json, load_tensors, read_json, replace_dir, save_tensors, tensor_shapes
 from secateurs.sparsity.masks import MaskStore, load_plain_state_dict, plain_state_dict
+from secateurs.models import build_model
+from secateurs.structure.plan import replay_plan
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.safetensors"
@@ -264,8 +266,6 @@ def _check_weights_fit(path: Path, spec: dict[str, Any], pruned: bool) -> None:
     model may be at most `MAX_PLAN_SHRINK` times larger. A crafted run.json thus cannot make
     `load_run` allocate a model far larger than the files on disk.
     """
-    from secateurs.models import build_model
-
     with torch.device("meta"):
         skeleton = build_model(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]))
     expected = {name: tuple(value.shape) for name, value in plain_state_dict(skeleton).items()}
@@ -309,9 +309,6 @@ def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -
 
     ``model_factory`` builds the unpruned model (default: the registry entry recorded in run.json).
     """
-    from secateurs.models import build_model
-    from secateurs.structure.plan import replay_plan
-
     path = Path(path)
     info = read_run(path)
     spec = info["model"]

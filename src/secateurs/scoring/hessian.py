@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from secateurs.runtime.distributed import current_world, sum_over_items
 from secateurs.scoring.base import LossFn
 from secateurs.sparsity.masks import baked_copy
 from secateurs.structure.handlers import handler_for
@@ -113,8 +114,6 @@ def hutchinson_channel_traces(
     single process computes with the same rounds. A round is one probe per process; the running
     means are checked for convergence after every round, alike on every rank.
     """
-    from secateurs.runtime.distributed import current_world, sum_over_items
-
     started = time.perf_counter()
     world = current_world()
     base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))

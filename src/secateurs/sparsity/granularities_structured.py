@@ -49,7 +49,7 @@ from abc import abstractmethod
 import torch
 
 from secateurs.errors import UsageError
-from secateurs.sparsity.granularity import GRANULARITIES, Granularity
+from secateurs.sparsity.granularity import GRANULARITIES, Granularity, keep_count, register_pattern
 
 N_OF_M_NAME = re.compile(r"^(\d+):(\d+)$")
 
@@ -281,6 +281,7 @@ class NOfM(Balanced):
         return from_reduction_groups(kept, scores.shape)
 
 
+@register_pattern
 def parse_pattern(name: str) -> Granularity | None:
     """The `NOfM` granularity for a name ``"N:M"`` (e.g. ``"2:4"``); None for any other name."""
     match = N_OF_M_NAME.match(name.strip())
@@ -293,7 +294,6 @@ def realised_sparsity(granularity: Granularity, shape: torch.Size, sparsity: flo
     """What `granularity` realises on a tensor of ``shape`` at ``sparsity`` (the documented rounding)."""
     if isinstance(granularity, Balanced):
         return granularity.realised_sparsity(shape, sparsity)
-    from secateurs.sparsity.granularity import keep_count
 
     units = int(granularity.unit_scores(torch.zeros(shape)).numel())
     return 1.0 - keep_count(units, sparsity, min_keep) / units

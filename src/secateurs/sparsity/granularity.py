@@ -14,6 +14,7 @@ unit that comes first in flattened order.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -109,6 +110,17 @@ class Filter(Granularity):
 GRANULARITIES.add("element", Element())
 GRANULARITIES.add("filter", Filter())
 
+NamePattern = Callable[[str], "Granularity | None"]
+NAME_PATTERNS: list[NamePattern] = []
+"""Parsers of parametric names (``2:4``), append-only like the registry; each returns None for a
+name it does not read. `secateurs.sparsity.granularities_structured` adds the N:M one."""
+
+
+def register_pattern(parser: NamePattern) -> NamePattern:
+    """Add ``parser`` to `NAME_PATTERNS` and return it (usable as a decorator)."""
+    NAME_PATTERNS.append(parser)
+    return parser
+
 
 def granularity(name: str) -> Granularity:
     """The registered granularity ``name``, or an ``N:M`` pattern such as ``2:4``.
@@ -116,15 +128,12 @@ def granularity(name: str) -> Granularity:
     An unknown name is a `UsageError` listing the accepted names.
     """
     if name not in GRANULARITIES:
-        pattern = _structured.parse_pattern(name)
-        if pattern is not None:
-            return pattern
+        for parser in NAME_PATTERNS:
+            pattern = parser(name)
+            if pattern is not None:
+                return pattern
         try:
             return GRANULARITIES.get(name)
         except UsageError as error:
             raise UsageError(f"{error}, or N:M (e.g. 2:4)") from None
     return GRANULARITIES.get(name)
-
-
-# Balanced structured granularities (window, kernel, window+kernel, n:m) register themselves.
-from secateurs.sparsity import granularities_structured as _structured  # noqa: E402

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from secateurs.errors import UsageError
+from secateurs.errors import RunDirError, UsageError
 
 _PARAMETRIZED_SUFFIX = ".parametrizations.{}.original"
 
@@ -297,8 +297,6 @@ def load_plain_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], s
     Strict: every key must exist with the same shape; a mismatch is a `RunDirError` naming the key,
     the shape found and the shape expected. Mutates ``model``.
     """
-    from secateurs.errors import RunDirError
-
     own = model.state_dict()
     by_canonical = {canonical_name(key): key for key in own if not _is_mask_buffer(key)}
     missing = sorted(set(by_canonical) - set(state))

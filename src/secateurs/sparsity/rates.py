@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from secateurs.allocation.elements import check_sparsity
 from secateurs.errors import UsageError
+from secateurs.sparsity.fractions import check_sparsity
 
 
 def check_rates(rates: Sequence[float], names: Sequence[str]) -> None:

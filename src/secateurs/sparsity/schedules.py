@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from secateurs.allocation.elements import check_sparsity
 from secateurs.errors import UsageError
+from secateurs.sparsity.fractions import check_sparsity
 
 
 @dataclass(frozen=True)

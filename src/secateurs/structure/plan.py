@@ -30,6 +30,8 @@ import torch_pruning as tp
 from torch import nn
 
 from secateurs.errors import RunDirError, StructureError
+from secateurs.structure.groups import build_graph
+from secateurs.structure.implant import ImplantedConv2d
 
 PLAN_FORMAT = "secateurs-plan/1"
 PLAN_ATTRIBUTE = "_secateurs_plan_steps"
@@ -52,8 +54,6 @@ def _is_integer(value: object) -> bool:
 def replay_plan(model: nn.Module, plan: dict[str, Any], example_inputs: torch.Tensor) -> nn.Module:
     """Apply ``plan``'s steps to ``model`` (mutated and returned); a mismatch is a `RunDirError` naming
     the step and the layer. On error the model is left partly pruned: pass a copy you can discard."""
-    from secateurs.structure.groups import build_graph
-
     if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
         found = plan.get("format") if isinstance(plan, dict) else type(plan).__name__
         raise RunDirError(f"plan.json: expected format {PLAN_FORMAT!r}, found {found!r}")
@@ -127,8 +127,6 @@ def _remove(model: nn.Module, graph: tp.DependencyGraph, step: dict[str, Any], i
 
 
 def _implant(model: nn.Module, step: dict[str, Any], index: int) -> None:
-    from secateurs.structure.implant import ImplantedConv2d
-
     name, channels, implanted = _indices(step, "implanted", index)
     layer = _layer(model, name, index)
     if type(layer) is not nn.Conv2d:
