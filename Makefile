@@ -23,14 +23,16 @@ data:
 	@scripts/ensure-data.sh
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python scripts/check_architecture.py
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy src
 
 test: setup
 	@scripts/ensure-chromium.sh
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python scripts/check_architecture.py
 	$(BIN)/mypy src
 	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
 

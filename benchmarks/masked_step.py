@@ -32,7 +32,7 @@ from secateurs.latency.machine import measurement_conditions
 from secateurs.models import build_model
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names
-from secateurs.train.loop import has_conv
+from secateurs.training.loop import has_conv
 
 TARGET = 1.15
 

@@ -38,7 +38,7 @@ LAYERS: list[list[str]] = [
     ["structure"],
     ["allocation"],
     ["scoring"],
-    ["train"],
+    ["training"],
     ["runs"],
     ["deploy"],
     ["latency"],

@@ -13,7 +13,7 @@ import pytest
 from secateurs.bench import runner
 from secateurs.bench.results import ResultsFile
 from secateurs.methods import iterative_run
-from secateurs.train import loop
+from secateurs.training import loop
 
 SUITE = """
 name: resume-tiny

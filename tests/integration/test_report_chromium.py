@@ -34,7 +34,7 @@ FLAGS = (
 
 
 def fixtures() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "unit" / "report_fixtures.py"
+    path = Path(__file__).resolve().parents[1] / "unit" / "bench" / "report_fixtures.py"
     spec = importlib.util.spec_from_file_location("report_fixtures_for_chromium", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

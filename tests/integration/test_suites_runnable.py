@@ -1,6 +1,6 @@
 """Every committed suite passes the checks `secateurs bench` makes before training (real Fashion-MNIST).
 
-The same checks refuse bad suites (tests/unit/test_bench_budget.py); this makes sure they refuse none of
+The same checks refuse bad suites (tests/unit/bench/test_budget.py); this makes sure they refuse none of
 the suites the README's numbers come from.
 """
 

@@ -16,7 +16,7 @@ from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.metrics.robustness import AttackConfig, PixelSpace, robust_accuracy
 from secateurs.models import build_model
 from secateurs.sparsity.masks import baked_copy
-from secateurs.train.loop import has_conv
+from secateurs.training.loop import has_conv
 
 
 def eval_loader(

@@ -31,9 +31,9 @@ from secateurs.metrics.counts import size_report
 from secateurs.runs.directory import LoadedRun, load_run, recorded_normalization
 from secateurs.runs.distributed import writing_run_on
 from secateurs.runtime import distributed
-from secateurs.train import consistency
-from secateurs.train.batchnorm import recalibrate_batchnorm_
-from secateurs.train.loop import Callback, Trainer, has_conv
+from secateurs.training import consistency
+from secateurs.training.batchnorm import recalibrate_batchnorm_
+from secateurs.training.loop import Callback, Trainer, has_conv
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from secateurs.metrics.accuracy import Evaluation
 from secateurs.metrics.accuracy import evaluate as evaluate_batches
 from secateurs.models import build_model
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train.loop import Callback, Trainer, TrainSummary
-from secateurs.train.optim import initialize_
+from secateurs.training.loop import Callback, Trainer, TrainSummary
+from secateurs.training.optim import initialize_
 
 
 def build_initialized(name: str, splits: Splits, init: str, seed: int) -> nn.Module:

@@ -31,7 +31,7 @@ from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.masks import MaskStore, plain_state_dict
 from secateurs.sparsity.schedules import CubicSchedule
 from secateurs.sparsity.targets import prunable_names
-from secateurs.train.loop import Trainer, epoch_steps
+from secateurs.training.loop import Trainer, epoch_steps
 
 
 class GradualOptions(BaseModel):

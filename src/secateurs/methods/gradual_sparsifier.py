@@ -36,7 +36,7 @@ from secateurs.sparsity.granularities_structured import Balanced, realised_spars
 from secateurs.sparsity.granularity import Granularity
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.schedules import CubicSchedule
-from secateurs.train.loop import Callback, Trainer
+from secateurs.training.loop import Callback, Trainer
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from secateurs.methods.base import register_method
 from secateurs.methods.iterative_magnitude import IterativeMagnitudePruning
 from secateurs.methods.iterative_options import GradientFlowOptions, InfcopOptions, IterativeOptions
-from secateurs.train.flow_check import StoppingRule
+from secateurs.training.flow_check import StoppingRule
 
 
 class InformationConsistentPruning(IterativeMagnitudePruning):

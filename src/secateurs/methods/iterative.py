@@ -37,7 +37,7 @@ from secateurs.methods.base import (
 )
 from secateurs.runtime.distributed import trainer_options
 from secateurs.sparsity.schedules import geometric_sparsity, per_round_rate
-from secateurs.train.loop import Trainer
+from secateurs.training.loop import Trainer
 
 log = logging.getLogger(__name__)
 

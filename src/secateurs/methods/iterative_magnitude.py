@@ -40,8 +40,8 @@ from secateurs.methods.iterative_run import IterativeRun, Plan
 from secateurs.scoring.flow import flow_layers, validation_probe
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.targets import prunable_names
-from secateurs.train.flow_check import StoppingRule
-from secateurs.train.loop import has_conv
+from secateurs.training.flow_check import StoppingRule
+from secateurs.training.loop import has_conv
 
 
 class IterativeMagnitudePruning(Method):

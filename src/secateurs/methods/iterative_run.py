@@ -31,8 +31,8 @@ from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.pq_index import sap_masks
 from secateurs.sparsity.rewind import capture_rewind_point, rewind_
-from secateurs.train.flow_check import FlowCheck
-from secateurs.train.loop import Callback, Trainer, has_conv
+from secateurs.training.flow_check import FlowCheck
+from secateurs.training.loop import Callback, Trainer, has_conv
 
 if TYPE_CHECKING:
     from secateurs.methods.iterative_magnitude import IterativeMagnitudePruning

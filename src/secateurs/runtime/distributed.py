@@ -13,8 +13,8 @@ What this module provides:
 - `split_items` / `sum_over_items`: split N independent work items (e.g. Hutchinson probes) across
   ranks and add up the results on every rank;
 - `data_parallel` and `trainer_options`: the module wrapper (DDP) and the ``shard=``/``parallel=``
-  arguments of `secateurs.train.loop.Trainer`;
-- `differing_ranks`: which ranks hold a digest other than rank 0's (`secateurs.train.consistency`
+  arguments of `secateurs.training.loop.Trainer`;
+- `differing_ranks`: which ranks hold a digest other than rank 0's (`secateurs.training.consistency`
   builds the mask broadcast and the hash checks on it; a difference is a `DistributedMismatch`).
 
 **Hessian probes (HAP).** A Hutchinson estimate ``tr(H) ≈ (1/N) Σᵢ vᵢᵀ H vᵢ`` is a sum over

@@ -23,8 +23,8 @@ from secateurs.runs.directory import is_run_dir
 from secateurs.runs.distributed import writing_run_on
 from secateurs.runtime import distributed
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train import consistency
-from secateurs.train.loop import Callback, Trainer
+from secateurs.training import consistency
+from secateurs.training.loop import Callback, Trainer
 
 
 def mlp(seed: int) -> nn.Module:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from secateurs.bench.suite import cells, load_suite
 
-SUITES = Path(__file__).resolve().parents[2] / "suites"
+SUITES = Path(__file__).resolve().parents[3] / "suites"
 
 
 def test_hap_fmnist_suite_compares_every_method_at_two_parameter_targets() -> None:

@@ -17,10 +17,10 @@ from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
 from secateurs.errors import TrainingDiverged
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train.batchnorm import recalibrate_batchnorm_
-from secateurs.train.checkpoint import load_checkpoint
-from secateurs.train.loop import Callback, Trainer, epoch_steps
-from secateurs.train.optim import build_optimizer, learning_rate
+from secateurs.training.batchnorm import recalibrate_batchnorm_
+from secateurs.training.checkpoint import load_checkpoint
+from secateurs.training.loop import Callback, Trainer, epoch_steps
+from secateurs.training.optim import build_optimizer, learning_rate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

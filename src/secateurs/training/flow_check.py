@@ -26,7 +26,7 @@ from torch import nn
 
 from secateurs.errors import UsageError
 from secateurs.scoring.flow import FlowMeasurement, flow_distance
-from secateurs.train.loop import Callback, Trainer
+from secateurs.training.loop import Callback, Trainer
 
 FlowMeasure = Callable[[nn.Module], FlowMeasurement]
 

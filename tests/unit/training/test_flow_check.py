@@ -13,8 +13,8 @@ from secateurs.data.synthetic import make_synthetic
 from secateurs.data.types import Splits, split_validation
 from secateurs.errors import UsageError
 from secateurs.scoring.flow import FlowMeasurement
-from secateurs.train.flow_check import FlowCheck, StoppingRule, check_steps
-from secateurs.train.loop import Trainer
+from secateurs.training.flow_check import FlowCheck, StoppingRule, check_steps
+from secateurs.training.loop import Trainer
 
 REFERENCE = torch.tensor([0.3, 0.4], dtype=torch.float64)  # ‖φ_ref‖ = 0.5
 

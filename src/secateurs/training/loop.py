@@ -26,8 +26,8 @@ from secateurs.errors import TrainingDiverged
 from secateurs.metrics.accuracy import Evaluation, evaluate
 from secateurs.runtime import distributed
 from secateurs.sparsity.masks import MaskStore
-from secateurs.train.checkpoint import Checkpoint, apply_checkpoint, read_checkpoint, save_checkpoint
-from secateurs.train.optim import build_optimizer, learning_rate, set_learning_rate
+from secateurs.training.checkpoint import Checkpoint, apply_checkpoint, read_checkpoint, save_checkpoint
+from secateurs.training.optim import build_optimizer, learning_rate, set_learning_rate
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "src" / "secateurs"
+PACKAGE = Path(__file__).resolve().parents[3] / "src" / "secateurs"
 PICKLERS = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle"}
 FORBIDDEN_MODULES = {"dill", "cloudpickle", "joblib", "shelve"}
 ALWAYS_UNSAFE = {

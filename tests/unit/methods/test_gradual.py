@@ -19,7 +19,7 @@ from secateurs.methods.gradual import GradualMethod, GradualOptions, resolve_sch
 from secateurs.methods.gradual_sparsifier import GradualSparsifier
 from secateurs.sparsity.granularity import granularity
 from secateurs.sparsity.schedules import CubicSchedule
-from secateurs.train.loop import Callback, Trainer
+from secateurs.training.loop import Callback, Trainer
 
 
 class SmallNet(nn.Module):

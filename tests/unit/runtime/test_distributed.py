@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from secateurs.errors import UsageError
 from secateurs.runtime import distributed
 from secateurs.runtime.distributed import World
-from secateurs.train import consistency
+from secateurs.training import consistency
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-SOURCE = Path(__file__).resolve().parents[2] / "src"
+SOURCE = Path(__file__).resolve().parents[3] / "src"
 
 
 # ------------------------------------------------------------------------------------------ pure
