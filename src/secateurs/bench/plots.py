@@ -12,11 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import matplotlib
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from secateurs.runtime.extras import MissingExtra, install_hint
+
+try:  # the `report` extra
+    import matplotlib
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+except ImportError:
+    raise MissingExtra(
+        f"plotting (secateurs report, sensitivity.png) needs matplotlib, which is not installed: "
+        f"{install_hint('matplotlib')}"
+    ) from None
 
 from secateurs.bench import plot_data
 from secateurs.bench.plot_data import DENSE, Point

@@ -39,6 +39,7 @@ from secateurs.deploy.exporters import ExportOptions, register_exporter
 from secateurs.errors import SecateursError
 from secateurs.io.files import atomic_write_bytes
 from secateurs.runs.directory import LoadedRun
+from secateurs.runtime.extras import require
 from secateurs.sparsity.masks import baked_copy
 
 __all__ = [
@@ -104,7 +105,8 @@ def onnx_bytes(model: nn.Module, input_shape: Sequence[int], metadata: Mapping[s
     is not changed (a baked copy in eval mode is exported). An exporter failure is a
     `SecateursError` naming the model class and the exporter's first message line.
     """
-    import onnx
+    onnx = require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export")
 
     deployable = baked_copy(model).eval()
     example = torch.randn((EXAMPLE_BATCH, *input_shape), generator=torch.Generator().manual_seed(0))
@@ -139,7 +141,7 @@ def onnx_bytes(model: nn.Module, input_shape: Sequence[int], metadata: Mapping[s
 
 def onnxruntime_session(model: bytes | str | Path, threads: int = 1) -> Any:
     """An onnxruntime CPU session with `threads` intra-op threads, one inter-op thread, sequential execution."""
-    import onnxruntime
+    onnxruntime = require("onnxruntime", "onnxruntime inference")
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -185,7 +187,7 @@ def export_onnx_model(
     The graph must pass ``onnx.checker`` and match PyTorch in onnxruntime to `tolerance` (max abs
     error at batches `CHECK_BATCHES`), else `SecateursError` and nothing is written.
     """
-    import onnx
+    onnx = require("onnx", "ONNX export")
 
     deployable = baked_copy(model).eval()
     data = onnx_bytes(deployable, input_shape, metadata)

@@ -35,6 +35,7 @@ from secateurs.latency.timing import (
     validate_timing_options,
 )
 from secateurs.registry import Registry
+from secateurs.runtime.extras import require
 from secateurs.runtime.malloc import allocator_env_is_set
 from secateurs.sparsity.masks import baked_copy
 
@@ -118,7 +119,7 @@ def csr_runtime(model: nn.Module, input_shape: tuple[int, ...], options: Latency
 
 @register_runtime("onnxruntime", description="the exported ONNX graph in onnxruntime (CPU, sequential execution)")
 def onnxruntime_runtime(model: nn.Module, input_shape: tuple[int, ...], options: LatencyOptions) -> dict[str, Any]:
-    import onnxruntime
+    onnxruntime = require("onnxruntime", "the onnxruntime latency runtime")
 
     with torch_threads(options.threads) as threads:
         data = onnx_bytes(baked_copy(model).eval(), input_shape)
