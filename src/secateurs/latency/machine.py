@@ -14,18 +14,10 @@ from typing import Any
 
 import torch
 
+from secateurs.runtime.devices import cpu_model
 from secateurs.runtime.malloc import allocator_env_is_set
 
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), else `platform.processor()`, else "unknown"."""
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+__all__ = ["cpu_model", "machine_facts", "measurement_conditions", "memory_gib", "usable_cores"]
 
 
 def memory_gib(meminfo: Path = Path("/proc/meminfo")) -> float | None:
