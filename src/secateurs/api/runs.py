@@ -33,7 +33,7 @@ from secateurs.runs.distributed import writing_run_on
 from secateurs.runtime import distributed
 from secateurs.training import consistency
 from secateurs.training.batchnorm import recalibrate_batchnorm_
-from secateurs.training.loop import Callback, Trainer, has_conv
+from secateurs.training.loop import Callback, Trainer, epoch_steps, has_conv
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ def train_run(
             "metrics": metrics,
             "history": summary.history,
             "stop_reason": summary.stop_reason,
+            "train_epochs": summary.epochs,
+            "train_steps": summary.steps,
             **({"method_info": gradual_info(model, pruning)} if pruning is not None else {}),
             "timings": {"wall_s": time.perf_counter() - started, "train_s": summary.train_seconds},
             **(extra or {}),
@@ -183,6 +185,8 @@ class PrunedModel:
     finetune_history: list[dict[str, Any]]
     finetune_seconds: float
     train_epochs: float
+    train_steps: int = 0
+    """``train_epochs`` in optimizer steps of the fine-tuning batch size."""
 
 
 def prune_and_finetune(
@@ -233,7 +237,7 @@ def prune_and_finetune(
     before = accuracy_metrics(model, splits, normalization, eval_subset) if world.is_main else {}
     history: list[dict[str, Any]] = []
     seconds = 0.0
-    if finetune is not None and not method.trains and finetune.epochs > 0:
+    if finetune is not None and not method.trains and finetune.has_budget:
         trainer = Trainer(
             model,
             splits,
@@ -261,7 +265,9 @@ def prune_and_finetune(
         if world.is_main
         else {}
     )
-    extra_epochs = finetune.epochs if finetune is not None and not method.trains else 0.0
+    steps_per_epoch = epoch_steps(splits, finetune)[0] if finetune is not None else 1
+    extra_epochs = finetune.budget_epochs(steps_per_epoch) if finetune is not None and not method.trains else 0.0
+    train_epochs = outcome.train_epochs + extra_epochs
     return PrunedModel(
         model=model,
         pruning=outcome,
@@ -269,7 +275,8 @@ def prune_and_finetune(
         metrics=metrics,
         finetune_history=history,
         finetune_seconds=seconds,
-        train_epochs=outcome.train_epochs + extra_epochs,
+        train_epochs=train_epochs,
+        train_steps=round(train_epochs * steps_per_epoch),
     )
 
 
@@ -334,6 +341,7 @@ def prune_run(
             "method_info": result.pruning.info,
             "history": {"method": result.pruning.history, "finetune": result.finetune_history},
             "train_epochs": result.train_epochs,
+            "train_steps": result.train_steps,
             "timings": {
                 "wall_s": time.perf_counter() - started,
                 "score_s": result.pruning.score_seconds,
