@@ -81,7 +81,8 @@ class IterativeMagnitudePruning(Method):
         assert budget is not None and isinstance(options, IterativeOptions)
         if not budget.has_budget:
             amount = budget.steps if budget.steps is not None else budget.epochs
-            raise UsageError(f"method {self.name!r}: the per-round budget must be > 0 {budget.budget_unit}, got {amount}")
+            unit = budget.budget_unit
+            raise UsageError(f"method {self.name!r}: the per-round budget must be > 0 {unit}, got {amount}")
         if budget.epochs is None:  # a budget in steps: its length in epochs depends on the data
             return
         early = options.early_round_epochs if isinstance(options, ImpOptions) else None

@@ -283,7 +283,7 @@ class Trainer:
 
     def _run_epoch(self, progress: tqdm) -> None:
         epoch = self.epoch
-        rank, world = self.shard
+        rank = self.shard[0]
         torch.manual_seed(epoch_seed(self.seed, epoch) + rank)
         self.train_loader.set_epoch(epoch)
         skip = self.step - epoch * self.steps_per_epoch  # > 0 when resuming from a checkpoint inside the epoch
