@@ -76,7 +76,8 @@ class Skew:
 
 
 def skewed_classes(all_counts: list[int], val_counts: list[int]) -> list[Skew]:
-    """The classes of ``val_counts`` that are missing or hold under 1/2 or over 2× their share.
+    """The classes of ``val_counts`` that are missing or hold under 1/2 or over 2× their share,
+    the farthest from their share first (then by label).
 
     ``all_counts`` are the class counts of the set the validation split was taken from (or, for a
     validation set given separately, of the training set): a class's share is
@@ -97,7 +98,7 @@ def skewed_classes(all_counts: list[int], val_counts: list[int]) -> list[Skew]:
         over = count > SKEW_FACTOR * share and count >= share + 2
         if missing or under or over:
             skewed.append(Skew(label, count, share))
-    return skewed
+    return sorted(skewed, key=lambda s: (-abs(s.count - s.share), s.label))
 
 
 def skew_message(kind: str, skewed: list[Skew], size: int, class_names: tuple[str, ...] | None = None) -> str:
