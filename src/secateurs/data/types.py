@@ -127,7 +127,7 @@ class Dataset:
     augment: str = "none"  # "none" or "crop-flip" (CIFAR style), applied to training batches only
     val: TensorData | None = None
     classes: tuple[str, ...] | None = None
-    preprocessing: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for other, split in ((self.test, "test"), (self.val, "validation")):

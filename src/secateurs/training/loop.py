@@ -368,9 +368,9 @@ class Trainer:
         self.history.append(record)
         progress.set_postfix(val=f"{validation.accuracy:.4f}")
         log.info(
-            "epoch %d (step %d): train loss %.4f acc %.4f, val acc %.4f (%.1f s)",
+            "epoch %d%s: train loss %.4f acc %.4f, val acc %.4f (%.1f s)",
             epoch_number,
-            self.step,
+            "" if self.config.eval_every is None else f", step {self.step}",
             record["train_loss"],
             record["train_accuracy"],
             validation.accuracy,

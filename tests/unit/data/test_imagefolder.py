@@ -109,7 +109,7 @@ def test_strict_refuses_the_first_bad_file(folder: Path) -> None:
         (lambda root: shutil.rmtree(root / "train"), r"no train/ folder"),
         (lambda root: shutil.rmtree(root / "test"), r"has train/ but neither val/ nor test/"),
         (lambda root: [shutil.rmtree(p) for p in (root / "train").iterdir() if p.is_dir()], r"train: no class folders"),
-        (lambda root: shutil.rmtree(root / "test" / "fish"), r"test: its classes differ from those of .*: missing fish"),
+        (lambda root: shutil.rmtree(root / "test" / "fish"), r"test: its classes differ from .*: missing fish"),
         (lambda root: (root / "test" / "bird").mkdir(), r"test: its classes differ .*: extra bird"),
         (
             lambda root: [p.unlink() for p in (root / "train" / "dog").glob("*.png")],
@@ -137,7 +137,7 @@ def test_missing_folder(tmp_path: Path) -> None:
 
 
 def test_image_options_belong_to_imagefolder_only() -> None:
-    with pytest.raises(ConfigError, match="data.image_size applies to imagefolder only, not to dataset 'synthetic'"):
+    with pytest.raises(ConfigError, match=r"data\.image_size applies to imagefolder only, not to dataset 'synthetic'"):
         load_data(DataConfig(name="synthetic", image_size=32))
 
 

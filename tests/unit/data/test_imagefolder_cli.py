@@ -40,7 +40,8 @@ def test_train_eval_and_prune_on_an_image_folder(tmp_path: Path, capsys: pytest.
     assert measured["val_accuracy"] == info["metrics"]["val_accuracy"]
     pruned = tmp_path / "pruned"
     prune = ["--quiet", "prune", "--from", str(run), "--method", "magnitude", "--sparsity", "0.5"]
-    assert main([*prune, "--finetune-steps", "3", "--finetune-batch-size", "8", "--no-latency", "--out", str(pruned)]) == 0
+    prune += ["--finetune-steps", "3", "--finetune-batch-size", "8", "--no-latency", "--out", str(pruned)]
+    assert main(prune) == 0
     pruned_info = json.loads((pruned / "run.json").read_text())
     assert pruned_info["train_steps"] == 3 and pruned_info["train_epochs"] == pytest.approx(3 / 4)
     assert pruned_info["split"] == split and pruned_info["config"]["data"] == info["config"]["data"]
