@@ -75,6 +75,14 @@ class TensorData:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"TensorData is immutable; cannot set {name!r}")
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _rebuild_tensor_data, (self._images, self._labels, self.mapped, self._rows)
+
+    def __repr__(self) -> str:
+        c, h, w = self.image_shape
+        where = ", mapped" if self.mapped else ""
+        return f"TensorData({len(self)}×{c}×{h}×{w} uint8{where})"
+
     @property
     def x(self) -> torch.Tensor:
         """The images, N×C×H×W uint8 (for a mapped index subset: a gathered copy)."""
@@ -105,6 +113,10 @@ class TensorData:
         if self.mapped and isinstance(indices, torch.Tensor):
             return TensorData(self._images, self._labels[indices], mapped=True, rows=indices)
         return TensorData(self._images[indices], self._labels[indices], mapped=self.mapped)
+
+
+def _rebuild_tensor_data(x: torch.Tensor, y: torch.Tensor, mapped: bool, rows: torch.Tensor | None) -> TensorData:
+    return TensorData(x, y, mapped=mapped, rows=rows)
 
 
 @dataclass(frozen=True)

@@ -158,3 +158,19 @@ def test_from_record_needs_a_dataset() -> None:
         DataConfig.from_record(None, None, "runs/x")
     assert DataConfig.from_record({"name": "mnist", "dir": "/a"}, "/b", "x").dir == "/b"
     assert DataConfig.from_record({"name": "mnist", "split": "stratified", "split_seed": 4}, None, "x").split_seed == 4
+
+
+def test_tensor_data_is_immutable_and_copies() -> None:
+    import copy
+
+    data = sorted_by_class().train
+    with pytest.raises(AttributeError, match="immutable"):
+        data.mapped = True
+    clone = copy.deepcopy(data)
+    assert torch.equal(clone.x, data.x) and torch.equal(clone.y, data.y)
+    assert repr(clone) == "TensorData(1200×1×8×8 uint8)"
+    mapped = TensorData(data.x, data.y, mapped=True).subset(torch.tensor([5, 1, 7]))  # keeps rows, copies nothing
+    assert torch.equal(mapped.x, data.x[[5, 1, 7]]) and mapped.y.tolist() == data.y[[5, 1, 7]].tolist()
+    images, labels = mapped.subset(torch.tensor([2, 0])).take(torch.tensor([1]))
+    assert torch.equal(images, data.x[[5]]) and labels.tolist() == [int(data.y[5])]
+    assert torch.equal(copy.deepcopy(mapped).x, mapped.x)
