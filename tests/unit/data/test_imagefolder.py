@@ -217,3 +217,16 @@ def test_an_unusable_cache_entry_is_rebuilt(folder: Path, caplog: pytest.LogCapt
         again = load_image_folder(folder, mapped_options())
     assert any("is unusable" in r.getMessage() for r in caplog.records)
     assert torch.equal(again.train.y, load_image_folder(folder, SMALL).train.y)
+
+
+def test_threaded_decoding_gives_the_sequential_result(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imagefolder_module, "DECODE_THREADS", 1)
+    sequential = load_image_folder(folder, SMALL)
+    monkeypatch.setattr(imagefolder_module, "DECODE_THREADS", 4)
+    monkeypatch.setattr(imagefolder_module, "DECODE_CHUNK", 3)  # 14 training files: 5 chunks over 4 threads
+    monkeypatch.setattr(imagefolder_module.os, "cpu_count", lambda: 4)
+    threaded = load_image_folder(folder, SMALL)
+    assert torch.equal(threaded.train.x, sequential.train.x) and torch.equal(threaded.train.y, sequential.train.y)
+    assert torch.equal(threaded.test.x, sequential.test.x)
+    with pytest.raises(DataError, match=r"notes\.txt"):  # strict still names the first bad file
+        load_image_folder(folder, ImageFolderOptions(image_size=8, strict=True))
