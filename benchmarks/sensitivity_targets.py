@@ -22,6 +22,7 @@ from typing import Any
 from secateurs.cli import main as cli
 
 TRAIN = ["--model", "lenet300", "--epochs", "5", "--lr", "0.05", "--batch-size", "128", "--no-latency"]
+TRAIN += ["--split", "tail"]  # the validation split results/sensitivity-targets.json was measured on
 FINETUNE = ["--finetune-epochs", "1", "--finetune-lr", "0.01", "--no-latency"]
 VARIANTS = {
     "uniform (layer-wise magnitude)": ["--method", "magnitude"],

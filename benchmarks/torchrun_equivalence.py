@@ -64,7 +64,7 @@ def main() -> None:
     subset = ["--train-subset", str(args.train_subset)] if args.train_subset else []
     common = ["--data", args.data, "--no-latency", "--seed", "0", "--batch-size", args.batch_size, *subset]
     work = Path(tempfile.mkdtemp(prefix="torchrun-equivalence-"))
-    train = ["train", "--model", "lenet300", "--epochs", args.epochs, "--lr", "0.05", *common]
+    train = ["train", "--model", "lenet300", "--epochs", args.epochs, "--lr", "0.05", "--split", "tail", *common]
     prune = ["prune", "--from", str(work / "dense-1"), "--method", "magnitude", "--sparsity", "0.9"]
     prune += ["--finetune-epochs", "1", "--finetune-lr", "0.01", "--finetune-batch-size", args.batch_size]
     for processes in (1, 2):

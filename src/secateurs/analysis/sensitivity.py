@@ -166,10 +166,7 @@ def validation_batches(
     run: LoadedRun, *, data_dir: str | None = None, subset: int | None = None, batch_size: int = 1000
 ) -> list[Batch]:
     """The validation split of the dataset ``run`` was trained on, preprocessed as recorded, in fixed batches."""
-    recorded = run.info.get("config", {}).get("data")
-    if not isinstance(recorded, dict) or "name" not in recorded:
-        raise RunDirError(f"{run.path}: run.json does not record its dataset (config.data)")
-    data = DataConfig(name=recorded["name"], dir=data_dir if data_dir is not None else recorded.get("dir"))
+    data = DataConfig.from_record(run.info.get("config", {}).get("data"), data_dir, str(run.path))
     splits = load_splits(data)
     if tuple(run.info["model"]["input_shape"]) != splits.dataset.input_shape:
         raise RunDirError(

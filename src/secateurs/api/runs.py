@@ -20,9 +20,9 @@ from torch import nn
 from secateurs.api.measure import accuracy_metrics, calibration_batches, measure_model, reference_size
 from secateurs.api.pruning import PruneResult, prune
 from secateurs.api.training import build_initialized
-from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, PruneConfig, TrainConfig, validate
+from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, PruneConfig, TrainConfig
 from secateurs.data.loader import BatchLoader, Normalization
-from secateurs.data.registry import load_dataset
+from secateurs.data.registry import load_data
 from secateurs.data.types import Splits, split_validation
 from secateurs.errors import RunDirError, UsageError
 from secateurs.methods import METHODS
@@ -33,7 +33,7 @@ from secateurs.runs.distributed import writing_run_on
 from secateurs.runtime import distributed
 from secateurs.training import consistency
 from secateurs.training.batchnorm import recalibrate_batchnorm_
-from secateurs.training.loop import Callback, Trainer, has_conv
+from secateurs.training.loop import Callback, Trainer, epoch_steps, has_conv
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class RunOptions:
 
 
 def load_splits(data: DataConfig) -> Splits:
-    """Load ``data`` and carve the fixed validation split."""
-    return split_validation(load_dataset(data.name, data.dir))
+    """Load ``data`` and carve its validation split (``data.split`` with ``data.split_seed``)."""
+    return split_validation(load_data(data), data.split, data.split_seed)
 
 
 def model_spec(name: str, splits: Splits) -> dict[str, Any]:
@@ -66,7 +66,14 @@ def preprocessing(splits: Splits) -> dict[str, Any]:
         "mean": list(dataset.mean),
         "std": list(dataset.std),
         "scale": "x / 255, then (x - mean) / std per channel",
+        **dataset.preprocessing,
+        **({"classes": list(dataset.classes)} if dataset.classes is not None else {}),
     }
+
+
+def split_record(splits: Splits) -> dict[str, Any]:
+    """run.json's ``split``: kind, seed, sizes and class histograms of the train and validation splits."""
+    return splits.info.to_dict() if splits.info is not None else {}
 
 
 def train_run(
@@ -137,9 +144,12 @@ def train_run(
             },
             "model": model_spec(model_name, splits),
             "preprocessing": preprocessing(splits),
+            "split": split_record(splits),
             "metrics": metrics,
             "history": summary.history,
             "stop_reason": summary.stop_reason,
+            "train_epochs": summary.epochs,
+            "train_steps": summary.steps,
             **({"method_info": gradual_info(model, pruning)} if pruning is not None else {}),
             "timings": {"wall_s": time.perf_counter() - started, "train_s": summary.train_seconds},
             **(extra or {}),
@@ -163,13 +173,10 @@ def _gradual_method(config: PruneConfig | None) -> GradualMethod | None:
 
 
 def _data_of(parent: LoadedRun, data_dir: str | None) -> DataConfig:
+    """The data ``parent`` was trained on (its split too: `DataConfig.from_record`)."""
     config = parent.info.get("config")
     recorded = config.get("data") if isinstance(config, dict) else None
-    if not isinstance(recorded, dict) or "name" not in recorded:
-        raise RunDirError(f"{parent.path}: run.json does not record its dataset (config.data)")
-    fields = {"name": recorded["name"], "dir": data_dir if data_dir is not None else recorded.get("dir")}
-    data: DataConfig = validate(DataConfig, fields, f"{parent.path}: run.json config.data")
-    return data
+    return DataConfig.from_record(recorded, data_dir, str(parent.path))
 
 
 @dataclass
@@ -183,6 +190,8 @@ class PrunedModel:
     finetune_history: list[dict[str, Any]]
     finetune_seconds: float
     train_epochs: float
+    train_steps: int = 0
+    """``train_epochs`` in optimizer steps of the fine-tuning batch size."""
 
 
 def prune_and_finetune(
@@ -233,7 +242,7 @@ def prune_and_finetune(
     before = accuracy_metrics(model, splits, normalization, eval_subset) if world.is_main else {}
     history: list[dict[str, Any]] = []
     seconds = 0.0
-    if finetune is not None and not method.trains and finetune.epochs > 0:
+    if finetune is not None and not method.trains and finetune.has_budget:
         trainer = Trainer(
             model,
             splits,
@@ -261,7 +270,9 @@ def prune_and_finetune(
         if world.is_main
         else {}
     )
-    extra_epochs = finetune.epochs if finetune is not None and not method.trains else 0.0
+    steps_per_epoch = epoch_steps(splits, finetune)[0] if finetune is not None else 1
+    extra_epochs = finetune.budget_epochs(steps_per_epoch) if finetune is not None and not method.trains else 0.0
+    train_epochs = outcome.train_epochs + extra_epochs
     return PrunedModel(
         model=model,
         pruning=outcome,
@@ -269,7 +280,8 @@ def prune_and_finetune(
         metrics=metrics,
         finetune_history=history,
         finetune_seconds=seconds,
-        train_epochs=outcome.train_epochs + extra_epochs,
+        train_epochs=train_epochs,
+        train_steps=round(train_epochs * steps_per_epoch),
     )
 
 
@@ -328,12 +340,14 @@ def prune_run(
             },
             "model": dict(spec),
             "preprocessing": parent.info["preprocessing"],
+            "split": split_record(splits),
             "dense": {k: parent.info["metrics"].get(k) for k in ("val_accuracy", "test_accuracy", "params", "macs")},
             "metrics": result.metrics,
             "metrics_before_finetune": result.before_finetune,
             "method_info": result.pruning.info,
             "history": {"method": result.pruning.history, "finetune": result.finetune_history},
             "train_epochs": result.train_epochs,
+            "train_steps": result.train_steps,
             "timings": {
                 "wall_s": time.perf_counter() - started,
                 "score_s": result.pruning.score_seconds,

@@ -94,7 +94,7 @@ def dense_row(suite: Suite, model: ModelEntry, seed: int, path: Path) -> dict[st
         "seed": seed,
         "metrics": info["metrics"],
         "before_finetune": {k: info["metrics"].get(k) for k in ("val_accuracy", "test_accuracy")},
-        "train_epochs": model.train.epochs,
+        "train_epochs": model.train.epochs if model.train.epochs is not None else info.get("train_epochs"),
         "timings": info["timings"],
         "run": str(path),
     }

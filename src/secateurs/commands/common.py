@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from secateurs.api import RunOptions
-    from secateurs.config import TrainConfig
+    from secateurs.config import DataConfig, TrainConfig
 
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "momentum")
+TRAIN_FLAGS = ("epochs", "steps", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "momentum")
 
 
 def key_values(items: Sequence[str] | None) -> dict[str, Any]:
@@ -41,6 +41,53 @@ def train_config(args: argparse.Namespace, prefix: str = "") -> TrainConfig:
     tree.update(key_values(getattr(args, f"{prefix}set", None)))
     config: TrainConfig = validate(TrainConfig, tree, "training options")
     return config
+
+
+DATA_FLAGS = {
+    "split": "split",
+    "split_seed": "split_seed",
+    "image_size": "image_size",
+    "channels": "channels",
+    "memory_budget": "memory_budget_mb",
+    "cache_dir": "cache_dir",
+}
+"""``--flag`` (argparse dest) → `DataConfig` field, for the flags given."""
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """A validated `DataConfig` from ``--data``, ``--data-dir``, ``--split`` and the image-folder flags."""
+    from secateurs.config import DataConfig, validate
+
+    tree: dict[str, Any] = {"name": args.data, "dir": args.data_dir}
+    for flag, key in DATA_FLAGS.items():
+        if getattr(args, flag, None) is not None:
+            tree[key] = getattr(args, flag)
+    if getattr(args, "strict", False):
+        tree["strict"] = True
+    config: DataConfig = validate(DataConfig, tree, "data options")
+    return config
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    """``--data`` and the options of how it is read and split (``--data-dir`` is in `add_output`)."""
+    parser.add_argument("--data", default="fashion-mnist", help="a registered dataset (secateurs list datasets)")
+    parser.add_argument(
+        "--split",
+        choices=("stratified", "tail"),
+        help="validation split: stratified by class (default) or the last 1/12 of the training set",
+    )
+    parser.add_argument("--split-seed", type=seed_value, help="seed of the stratified split (default 0)")
+    folder = parser.add_argument_group("image folders (--data imagefolder)")
+    folder.add_argument("--image-size", type=int, help="resize the short side and centre-crop to N×N (default 64)")
+    folder.add_argument("--channels", type=int, choices=(1, 3), help="3: RGB (default), 1: grayscale")
+    folder.add_argument("--strict", action="store_true", help="refuse corrupt and non-image files instead of skipping")
+    folder.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="MB",
+        help="memory-map the decoded images from a cache file above this size (default: half the available memory)",
+    )
+    folder.add_argument("--cache-dir", help="where that cache goes when the image folder is read-only")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -97,7 +144,8 @@ def add_output(parser: argparse.ArgumentParser) -> None:
 
 def add_training(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     dash = prefix.replace("_", "-")
-    parser.add_argument(f"--{dash}epochs", type=float, help="epochs (fractions allowed)")
+    parser.add_argument(f"--{dash}epochs", type=float, help="budget in epochs (fractions allowed; default 5)")
+    parser.add_argument(f"--{dash}steps", type=int, help=f"budget in optimizer steps, instead of --{dash}epochs")
     parser.add_argument(f"--{dash}batch-size", type=int)
     parser.add_argument(f"--{dash}lr", type=float)
     parser.add_argument(f"--{dash}optimizer", choices=("sgd", "adam", "adamw"))

@@ -15,7 +15,19 @@ def handle(args: argparse.Namespace) -> int:
     if args.what == "scorers":  # channel criteria are not per-weight scorers: they are structured methods
         structured = [name for name, description in catalog("methods") if description.startswith("[structured]")]
         print(f"\nchannel criteria are structured methods (secateurs list methods): {', '.join(structured)}")
+    if args.what == "datasets":
+        print(DATASETS_NOTE)
     return 0
+
+
+DATASETS_NOTE = """
+--data NAME --data-dir DIR (or SECATEURS_DATA); nothing is ever downloaded.
+validation split: 1/12 of the training set, stratified by class with --split-seed (default 0);
+  --split tail: the last 1/12 as stored (what the committed suites and recipes use)
+imagefolder: --image-size N (short side resized, centre-cropped; default 64), --channels 1|3,
+  --strict (refuse bad files instead of skipping them), --memory-budget MB (above it the decoded
+  images are memory-mapped from a cache in DIR/.secateurs-cache/ or --cache-dir)
+budgets: --epochs E or --steps N (--finetune-epochs / --finetune-steps when pruning)"""
 
 
 def register(commands: argparse._SubParsersAction) -> None:

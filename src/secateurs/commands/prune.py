@@ -33,7 +33,8 @@ def handle(args: argparse.Namespace) -> int:
         },
         "prune options",
     )
-    finetune = train_config(args, "finetune_") if args.finetune_epochs is not None else None
+    wants_finetune = args.finetune_epochs is not None or args.finetune_steps is not None
+    finetune = train_config(args, "finetune_") if wants_finetune else None
     info = prune_run(
         Path(args.source),
         prune,

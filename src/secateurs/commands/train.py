@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import argparse
 
-from secateurs.commands.common import add_output, add_training, key_values, run_options, summary, train_config
+from secateurs.commands.common import (
+    add_data,
+    add_output,
+    add_training,
+    data_config,
+    key_values,
+    run_options,
+    summary,
+    train_config,
+)
 from secateurs.errors import UsageError
 
 ORDER = 10
@@ -17,7 +26,7 @@ ORDER = 10
 
 def handle(args: argparse.Namespace) -> int:
     from secateurs.api import train_run
-    from secateurs.config import DataConfig, PruneConfig, validate
+    from secateurs.config import PruneConfig, validate
 
     gradual = None
     if (args.method is None) != (args.sparsity is None):
@@ -38,7 +47,7 @@ def handle(args: argparse.Namespace) -> int:
         )
     info = train_run(
         args.model,
-        DataConfig(name=args.data, dir=args.data_dir),
+        data_config(args),
         train_config(args),
         seed=args.seed,
         options=run_options(args),
@@ -51,7 +60,7 @@ def handle(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train", help="train a model from the zoo (optionally pruning it gradually)")
     parser.add_argument("--model", required=True, help="a registered model (secateurs list models)")
-    parser.add_argument("--data", default="fashion-mnist", help="a registered dataset (secateurs list datasets)")
+    add_data(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     parser.add_argument("--init", choices=("default", "xavier-normal", "kaiming-normal"))
     parser.add_argument("--train-subset", type=int, help="use only the first N training images")

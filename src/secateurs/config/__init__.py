@@ -6,22 +6,16 @@ whether a method takes per-layer targets, or what its ``options`` mean, is the m
 (`secateurs.methods.base.Method.check_config`).
 """
 
+from secateurs.config.data import IMAGE_FOLDER_FIELDS, LEGACY_SPLIT, MAX_SEED, DataConfig, Seed
 from secateurs.config.prune import PruneConfig, read_layer_sparsity
-from secateurs.config.recipe import (
-    MAX_SEED,
-    CalibrationConfig,
-    DataConfig,
-    MeasureConfig,
-    Recipe,
-    RobustnessConfig,
-    Seed,
-    load_recipe,
-)
+from secateurs.config.recipe import CalibrationConfig, MeasureConfig, Recipe, RobustnessConfig, load_recipe
 from secateurs.config.train import TrainConfig
 from secateurs.config.validation import format_validation_error, validate
 from secateurs.config.yaml import MAX_YAML_VALUES, expanded_size, load_yaml, parse_overrides, read_yaml, set_path
 
 __all__ = [
+    "IMAGE_FOLDER_FIELDS",
+    "LEGACY_SPLIT",
     "MAX_SEED",
     "MAX_YAML_VALUES",
     "CalibrationConfig",

@@ -18,25 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from secateurs.config.data import DataConfig, Seed
 from secateurs.config.prune import PruneConfig
 from secateurs.config.train import TrainConfig
 from secateurs.config.validation import validate
 from secateurs.config.yaml import load_yaml, parse_overrides, set_path
-
-MAX_SEED = 2**32 - 1
-"""Seeds are unsigned 32-bit integers: derived seeds (per epoch, per probe) must stay within torch's 64 bits."""
-
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-
-class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = "fashion-mnist"
-    dir: str | None = None
 
 
 class CalibrationConfig(BaseModel):

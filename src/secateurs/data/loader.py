@@ -1,6 +1,7 @@
 """Batches from in-memory uint8 tensors: seeded shuffles, whole-batch augmentation, normalisation.
 
-There is no per-sample ``Dataset.__getitem__``: a batch is one ``index_select`` on the uint8 tensor,
+There is no per-sample ``Dataset.__getitem__``: a batch is one ``index_select`` on the uint8 tensor
+(`TensorData.take`; on a memory-mapped dataset, a gather from the mapped file),
 converted to float and normalised in one vectorised operation. The shuffle of epoch ``e`` depends only
 on ``(seed, e)``, so a run resumed at epoch ``e`` sees exactly the batches an uninterrupted run sees.
 """
@@ -127,10 +128,10 @@ class BatchLoader:
             index = order[start : start + self.batch_size]
             if index.numel() == 0:
                 break
-            images = self.data.x.index_select(0, index)
+            images, labels = self.data.take(index)
             if self.augment == "crop-flip":
                 images = crop_flip(images, generator)
             batch = self.normalization.apply(images)
             if self.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            yield batch, self.data.y.index_select(0, index)
+            yield batch, labels

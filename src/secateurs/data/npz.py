@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from secateurs.data.statistics import pixel_mean_std
 from secateurs.data.types import Dataset, TensorData
 from secateurs.errors import DataError
 
@@ -31,30 +32,6 @@ TEST_FRACTION_DENOMINATOR = 6
 """With a single ``x``/``y`` pair, the last ``N // 6`` examples are the test set."""
 
 CHANNEL_COUNTS = (1, 3, 4)
-
-
-def pixel_mean_std(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Return the per-channel mean and (population) std of uint8 N×C×H×W ``images`` scaled to [0, 1].
-
-    Exact, via a 256-bin histogram per channel (no float copy of the images). A constant channel
-    gets std 1.0 so that normalising by it never divides by zero.
-    """
-    values = torch.arange(256, dtype=torch.float64) / 255.0
-    means: list[float] = []
-    stds: list[float] = []
-    for channel in range(images.shape[1]):
-        counts = torch.bincount(images[:, channel].reshape(-1), minlength=256).double()
-        total = counts.sum()
-        if total == 0:
-            means.append(0.0)
-            stds.append(1.0)
-            continue
-        mean = float((counts * values).sum() / total)
-        variance = float((counts * values.square()).sum() / total) - mean**2
-        std = max(variance, 0.0) ** 0.5
-        means.append(mean)
-        stds.append(std if std > 0 else 1.0)
-    return tuple(means), tuple(stds)
 
 
 def _to_nchw(path: Path, key: str, images: np.ndarray) -> np.ndarray:

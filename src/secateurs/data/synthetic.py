@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from secateurs.data.npz import pixel_mean_std
+from secateurs.data.statistics import pixel_mean_std
 from secateurs.data.types import Dataset, TensorData
 from secateurs.errors import UsageError
 

@@ -37,7 +37,7 @@ from secateurs.methods.base import (
 )
 from secateurs.runtime.distributed import trainer_options
 from secateurs.sparsity.schedules import geometric_sparsity, per_round_rate
-from secateurs.training.loop import Trainer
+from secateurs.training.loop import Trainer, budget_epochs
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Iterative(Method):
                 "sparsity_prunable": outcome.masks.sparsity() if outcome.masks is not None else 0.0,
                 "val_accuracy_before_retraining": trainer.evaluate("val").accuracy,
             }
-            if train_config.epochs > 0:
+            if train_config.has_budget:
                 summary = trainer.fit()
                 record["val_accuracy_after_retraining"] = summary.final.get("val_accuracy")
             log.info("iterative round %d/%d: %s", round_index, rounds, record)
@@ -107,7 +107,7 @@ class Iterative(Method):
             info={**outcome.info, "prune": options.prune, "rounds": rounds},
             history=history,
             score_seconds=score_seconds,
-            train_epochs=rounds * train_config.epochs,
+            train_epochs=rounds * budget_epochs(splits, train_config),
         )
 
 

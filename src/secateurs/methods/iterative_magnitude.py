@@ -79,8 +79,12 @@ class IterativeMagnitudePruning(Method):
         """The per-round budget: > 0 epochs, and no shorter than ``early_round_epochs`` or ``check_every``."""
         super().check_budget(options, budget)
         assert budget is not None and isinstance(options, IterativeOptions)
-        if not budget.epochs > 0:
-            raise UsageError(f"method {self.name!r}: the per-round budget must be > 0 epochs, got {budget.epochs}")
+        if not budget.has_budget:
+            amount = budget.steps if budget.steps is not None else budget.epochs
+            unit = budget.budget_unit
+            raise UsageError(f"method {self.name!r}: the per-round budget must be > 0 {unit}, got {amount}")
+        if budget.epochs is None:  # a budget in steps: its length in epochs depends on the data
+            return
         early = options.early_round_epochs if isinstance(options, ImpOptions) else None
         if early is not None and early > budget.epochs:
             raise UsageError(

@@ -32,7 +32,7 @@ from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.pq_index import sap_masks
 from secateurs.sparsity.rewind import capture_rewind_point, rewind_
 from secateurs.training.flow_check import FlowCheck
-from secateurs.training.loop import Callback, Trainer, has_conv
+from secateurs.training.loop import Callback, Trainer, budget_epochs, has_conv
 
 if TYPE_CHECKING:
     from secateurs.methods.iterative_magnitude import IterativeMagnitudePruning
@@ -216,8 +216,9 @@ class IterativeRun:
             return False
         rewind_(self.model, self.rewind_point, self.masks, everything=self.options.rewind_batchnorm)
         stopping, monitors = self._callbacks()
-        epochs = self.method.round_epochs(self.options, round_index, self.plan.budget.epochs)
-        config = self.plan.budget if epochs == self.plan.budget.epochs else self.plan.budget.with_(epochs=epochs)
+        budget = budget_epochs(self.splits, self.plan.budget)
+        epochs = self.method.round_epochs(self.options, round_index, budget)
+        config = self.plan.budget if epochs == budget else self.plan.budget.with_(epochs=epochs)
         trainer = self._trainer(config, round_index, [c for c in [stopping, *monitors] if c is not None])
         summary = trainer.fit()
         self.masks.unbind_optimizers()

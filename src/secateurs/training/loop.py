@@ -1,8 +1,15 @@
-"""The training loop: `Trainer` with callbacks, per-epoch validation and resumable checkpoints.
+"""The training loop: `Trainer` with callbacks, validation points and resumable checkpoints.
 
-Determinism: the shuffle, augmentation and dropout of epoch ``e`` depend only on ``(seed, e)``; the LR
-is a pure function of the step. A run checkpointed at the end of epoch ``e`` and resumed therefore ends
-with the same weights as an uninterrupted run (same thread count, same machine).
+The budget is ``config.epochs`` or ``config.steps`` (`TrainConfig.total_steps`). Validation, the
+epoch record and a checkpoint happen at every *validation point*: the end of every epoch (and the last
+step), or with ``config.eval_every = N`` after every N optimizer steps (and the last step).
+
+Determinism: the shuffle and augmentation of epoch ``e`` depend only on ``(seed, e)``; the global RNG
+(dropout) is re-seeded from ``(seed, e)`` at the start of each epoch and from ``(seed, e, step)`` after
+a validation point inside an epoch; the LR is a pure function of the step. A run checkpointed at a
+validation point and resumed therefore ends with the same weights as an uninterrupted run (same thread
+count, same machine): a resume inside an epoch replays that epoch's batches up to the checkpoint
+without training on them.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from tqdm import tqdm
 from secateurs.config import TrainConfig
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.data.types import Splits, TensorData
-from secateurs.errors import TrainingDiverged
+from secateurs.errors import TrainingDiverged, UsageError
 from secateurs.metrics.accuracy import Evaluation, evaluate
 from secateurs.runtime import distributed
 from secateurs.sparsity.masks import MaskStore
@@ -47,7 +54,8 @@ class Callback:
         """Called after optimizer step ``trainer.step - 1`` (``trainer.step`` steps are done)."""
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        """Called after validation at the end of each (possibly partial) epoch; may add to ``record``."""
+        """Called after validation at each validation point: the end of each (possibly partial) epoch,
+        or every ``eval_every`` steps; may add to ``record``."""
 
     def on_train_end(self, trainer: Trainer) -> None:
         """Called once when training stops for any reason."""
@@ -75,6 +83,11 @@ def has_conv(model: nn.Module) -> bool:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 7_919 + epoch * 104_729 + 1) % (2**63 - 1)
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """The global seed after a validation point inside epoch ``epoch`` at optimizer step ``step``."""
+    return (epoch_seed(seed, epoch) + step * 15_485_863) % (2**63 - 1)
 
 
 class Trainer:
@@ -139,7 +152,13 @@ class Trainer:
             shard=shard,
         )
         self.steps_per_epoch = max(1, len(self.train_loader))
-        self.total_steps = round(config.epochs * self.steps_per_epoch)
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+        warmup = config.warmup_steps_for(self.steps_per_epoch)
+        if warmup > self.total_steps > 0:
+            raise UsageError(
+                f"the warm-up ({warmup} steps) exceeds the training budget ({self.total_steps} steps, "
+                f"{config.describe_budget()} at {self.steps_per_epoch} steps per epoch)"
+            )
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.train_module = parallel(model) if parallel is not None else model
@@ -152,6 +171,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.train_seconds = 0.0
+        self._window = _Window()
 
     # ---------------------------------------------------------------------------------- helpers
     def loader(self, split: str) -> BatchLoader:
@@ -223,7 +243,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- loop
     def fit(self, resume: bool = False) -> TrainSummary:
-        """Train until ``config.epochs`` (fractional allowed) or until a callback stops the run.
+        """Train until the budget (``config.epochs``, fractions allowed, or ``config.steps``) is spent or
+        a callback stops the run.
 
         Mutates the model's weights (and the masks' originals). Returns the per-epoch history.
         """
@@ -231,6 +252,7 @@ class Trainer:
             self._restore()
         for callback in self.callbacks:
             callback.on_train_begin(self)
+        self._window = _Window()
         progress = tqdm(
             total=self.total_steps,
             initial=self.step,
@@ -261,54 +283,77 @@ class Trainer:
 
     def _run_epoch(self, progress: tqdm) -> None:
         epoch = self.epoch
-        rank, world = self.shard
+        rank = self.shard[0]
         torch.manual_seed(epoch_seed(self.seed, epoch) + rank)
         self.train_loader.set_epoch(epoch)
-        first_step = epoch * self.steps_per_epoch
-        skip = self.step - first_step  # > 0 only when resuming mid-epoch is ever supported
+        skip = self.step - epoch * self.steps_per_epoch  # > 0 when resuming from a checkpoint inside the epoch
+        if skip > 0:
+            torch.manual_seed(step_seed(self.seed, epoch, self.step) + rank)
         self.train_module.train()
-        loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.int64)
-        seen = 0
-        started = time.perf_counter()
+        every = self.config.eval_every
+        last = len(self.train_loader) - 1
+        completed = True
         for index, (x, y) in enumerate(self.train_loader):
             if index < skip:
-                continue
+                continue  # the batch (and its augmentation draws) is replayed, not trained on
             if self.step >= self.total_steps or self.stop_reason is not None:
+                completed = False
                 break
-            for callback in self.callbacks:
-                callback.on_step_begin(self)
-            set_learning_rate(self.optimizer, learning_rate(self.config, self.step, self.steps_per_epoch))
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            logits = self.train_module(x)
-            loss = self.loss_fn(logits, y)
-            checked = loss.detach() if world == 1 else distributed.all_reduce_mean(loss.detach().clone())
-            if not torch.isfinite(checked):  # reduced over ranks: every rank stops at the same step
-                raise TrainingDiverged(
-                    f"the loss became {float(checked)} at epoch {epoch + 1}, step {self.step + 1}; "
-                    + (f"the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else "stopping")
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.step += 1
-            loss_sum += loss.detach().cpu() * y.numel()
-            correct += (logits.detach().argmax(1) == y).sum().cpu()
-            seen += y.numel()
-            progress.update(1)
-            for callback in self.callbacks:
-                callback.on_step_end(self)
-        self.train_seconds += time.perf_counter() - started
-        if world > 1:
+            self._train_step(x, y, epoch, progress)
+            due = every is not None and self.step % every == 0
+            if due and index < last and self.step < self.total_steps and self.stop_reason is None:
+                self._validation_point(progress, epoch_number=epoch + 1)
+                torch.manual_seed(step_seed(self.seed, epoch, self.step) + rank)
+        finished = self.step >= self.total_steps or self.stop_reason is not None
+        if completed or finished:
+            self.epoch += 1
+        if every is None or finished or self.step % every == 0:
+            self._validation_point(progress, epoch_number=self.epoch)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, progress: tqdm) -> None:
+        world = self.shard[1]
+        for callback in self.callbacks:
+            callback.on_step_begin(self)
+        set_learning_rate(self.optimizer, learning_rate(self.config, self.step, self.steps_per_epoch))
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        logits = self.train_module(x)
+        loss = self.loss_fn(logits, y)
+        checked = loss.detach() if world == 1 else distributed.all_reduce_mean(loss.detach().clone())
+        if not torch.isfinite(checked):  # reduced over ranks: every rank stops at the same step
+            raise TrainingDiverged(
+                f"the loss became {float(checked)} at epoch {epoch + 1}, step {self.step + 1}; "
+                + (f"the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else "stopping")
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        window = self._window
+        window.loss_sum += loss.detach().cpu() * y.numel()
+        window.correct += (logits.detach().argmax(1) == y).sum().cpu()
+        window.seen += y.numel()
+        progress.update(1)
+        for callback in self.callbacks:
+            callback.on_step_end(self)
+
+    def _validation_point(self, progress: tqdm, *, epoch_number: int) -> None:
+        """Validate, record the steps since the last point, run the callbacks, checkpoint.
+
+        ``epoch_number`` is the 1-based epoch the last step belongs to (the record's ``epoch``).
+        """
+        window = self._window
+        started = time.perf_counter()
+        self.train_seconds += started - window.started
+        loss_sum, correct, seen = window.loss_sum, window.correct, window.seen
+        if self.shard[1] > 1:
             sums = torch.tensor([float(loss_sum), float(correct), seen], dtype=torch.float64)
             totals = distributed.all_reduce_sum(sums)
             loss_sum, correct, seen = totals[0], totals[1].round().long(), round(float(totals[2]))
             _broadcast_buffers_(self.model)
-        self._check_weights(epoch)
-        self.epoch += 1
+        self._check_weights(epoch_number - 1)
         validation = self.evaluate("val")
         record: dict[str, Any] = {
-            "epoch": self.epoch,
+            "epoch": epoch_number,
             "epochs": round(self.epochs_done, 6),
             "step": self.step,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -316,21 +361,23 @@ class Trainer:
             "train_accuracy": int(correct) / max(seen, 1),
             "val_loss": validation.loss,
             "val_accuracy": validation.accuracy,
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - window.started,
         }
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
         self.history.append(record)
         progress.set_postfix(val=f"{validation.accuracy:.4f}")
         log.info(
-            "epoch %d: train loss %.4f acc %.4f, val acc %.4f (%.1f s)",
-            self.epoch,
+            "epoch %d%s: train loss %.4f acc %.4f, val acc %.4f (%.1f s)",
+            epoch_number,
+            "" if self.config.eval_every is None else f", step {self.step}",
             record["train_loss"],
             record["train_accuracy"],
             validation.accuracy,
             record["seconds"],
         )
         self._save()
+        self._window = _Window()
 
     def _check_weights(self, epoch: int) -> None:
         for name, parameter in self.model.named_parameters():
@@ -379,7 +426,22 @@ def epoch_steps(splits: Splits, config: TrainConfig) -> tuple[int, int]:
     """
     examples = len(_head(splits.train, config.train_subset))
     per_epoch = examples // config.batch_size if examples >= config.batch_size else 1
-    return per_epoch, round(config.epochs * per_epoch)
+    return per_epoch, config.total_steps(per_epoch)
+
+
+def budget_epochs(splits: Splits, config: TrainConfig) -> float:
+    """The budget of ``config`` in epochs of ``splits``: ``epochs`` as given, or steps / steps per epoch."""
+    return config.budget_epochs(epoch_steps(splits, config)[0])
+
+
+@dataclass
+class _Window:
+    """What the steps since the last validation point add up to (reset at every point)."""
+
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    correct: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.int64))
+    seen: int = 0
+    started: float = field(default_factory=time.perf_counter)
 
 
 def _head(data: TensorData, count: int | None) -> TensorData:

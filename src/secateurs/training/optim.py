@@ -32,22 +32,24 @@ def build_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> 
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The LR at optimizer step ``step`` (0-based).
+    """The LR at optimizer step ``step`` (0-based), for a budget of ``config.total_steps(steps_per_epoch)`` steps.
 
-    - linear warm-up from 0 over ``warmup_epochs``;
+    - linear warm-up from 0 over ``warmup_steps`` (or ``warmup_epochs`` converted to steps);
     - ``constant``: ``lr``;
-    - ``step``: ``lr · gamma^k`` with k the number of milestones (in epochs) already passed;
+    - ``step``: ``lr · gamma^k`` with k the number of milestones (`TrainConfig.milestone_steps`) passed;
     - ``cosine``: ``lr · ½ (1 + cos(π · t / T))`` over the post-warm-up steps.
+
+    A budget in steps with its warm-up and milestones in steps gives the same LR at every step on
+    any dataset; a budget in epochs is converted with ``steps_per_epoch``.
     """
-    total = max(1, round(config.epochs * steps_per_epoch))
-    warmup = round(config.warmup_epochs * steps_per_epoch)
+    total = max(1, config.total_steps(steps_per_epoch))
+    warmup = config.warmup_steps_for(steps_per_epoch)
     if step < warmup:
         return config.lr * (step + 1) / warmup
     if config.schedule == "constant":
         return config.lr
     if config.schedule == "step":
-        milestones = config.milestones if config.milestones is not None else (0.5 * config.epochs, 0.75 * config.epochs)
-        passed = sum(1 for m in milestones if step >= round(m * steps_per_epoch))
+        passed = sum(1 for m in config.milestone_steps(steps_per_epoch) if step >= m)
         return config.lr * config.gamma**passed
     span = max(1, total - warmup)
     progress = min(1.0, (step - warmup) / span)
