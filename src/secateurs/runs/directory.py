@@ -27,8 +27,8 @@ from secateurs import __version__
 from secateurs.data.loader import Normalization
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import atomic_write_json, load_tensors, read_json, replace_dir, save_tensors, tensor_shapes
-from secateurs.sparsity.masks import MaskStore, load_plain_state_dict, plain_state_dict
 from secateurs.models import build_model
+from secateurs.sparsity.masks import MaskStore, load_plain_state_dict, plain_state_dict
 from secateurs.structure.plan import replay_plan
 
 RUN_FILE = "run.json"

@@ -20,9 +20,9 @@ from torch import nn
 
 from secateurs.errors import RunDirError, UsageError
 from secateurs.runs.directory import RunStage, writing_run
-from secateurs.sparsity.masks import MaskStore
 from secateurs.runtime import distributed
 from secateurs.runtime.distributed import World
+from secateurs.sparsity.masks import MaskStore
 
 
 class Stage(Protocol):
