@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from secateurs.api.runs import RunOptions, load_splits, prune_run, train_run
 from secateurs.config import MeasureConfig, Recipe, load_recipe
 from secateurs.io.paths import safe_child
+from secateurs.runs.record import RunRecord
 
 
 def run_recipe(
@@ -18,10 +18,10 @@ def run_recipe(
     out_root: Path = Path("runs"),
     overwrite: bool = False,
     progress: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[RunRecord]:
     """Run the recipe at ``path``; writes ``OUT_ROOT/NAME/dense`` and ``OUT_ROOT/NAME/pruned``.
 
-    With ``from:`` only the pruned run is written (``OUT_ROOT/NAME``). Returns the runs' run.json.
+    With ``from:`` only the pruned run is written (``OUT_ROOT/NAME``). Returns the runs' records.
     """
     recipe: Recipe = load_recipe(path, overrides)
     root = safe_child(out_root, recipe.name)
@@ -39,7 +39,7 @@ def run_recipe(
                 seed=recipe.seed,
                 options=RunOptions(out=dense_dir, overwrite=overwrite, progress=progress, measure=measure),
                 splits=splits,
-                extra={"recipe": recipe.model_dump(by_alias=True)},
+                recipe=recipe.model_dump(mode="json", by_alias=True),
             )
         )
         source, out = dense_dir, root / "pruned"
