@@ -25,6 +25,7 @@ from secateurs.errors import RunDirError
 from secateurs.io.files import load_tensors, tensor_shapes
 from secateurs.models import build_model
 from secateurs.runs.directory import load_run, read_run, writing_run
+from secateurs.runs.record import parse_record
 from secateurs.sparsity.masks import MaskStore
 from secateurs.structure.plan import PLAN_FORMAT, replay_plan
 
@@ -50,7 +51,7 @@ def valid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with writing_run(out) as stage:
         stage.save_model(model)
         stage.save_masks(masks)
-        stage.commit(copy.deepcopy(INFO))
+        stage.commit(parse_record(copy.deepcopy(INFO)))
     return out
 
 

@@ -128,7 +128,8 @@ def test_train_run_reports_robustness_when_asked(tmp_path: Path) -> None:
         seed=0,
         options=RunOptions(out=tmp_path / "r", measure=MeasureConfig(latency=False, robustness=robustness)),
     )
-    result = info["metrics"]["robustness"]
-    assert result["examples"] == 64 and result["split"] == "test"
-    assert result["fgsm"]["0"] == result["pgd"]["0"] == result["clean"]
-    assert result["pgd"]["0.05"] <= result["clean"]
+    result = info.metrics.robustness
+    assert result is not None and result.fgsm is not None and result.pgd is not None
+    assert result.examples == 64 and result.split == "test"
+    assert result.fgsm["0"] == result.pgd["0"] == result.clean
+    assert result.pgd["0.05"] <= result.clean
