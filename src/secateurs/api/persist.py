@@ -55,7 +55,7 @@ def save(
             )
         )
         runlog.emit(runlog.config_section(record.config))
-        runlog.emit(runlog.method_section(result, METHODS.get(result.config.method).kind))
+        runlog.emit(runlog.method_section(result, METHODS.get(result.config.method)))
         runlog.emit(runlog.metrics_section(record.metrics))
         stage.save_model(result.model)
         stage.save_masks(result.masks)

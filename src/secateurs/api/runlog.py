@@ -40,6 +40,7 @@ from typing import Any
 from secateurs.api.pruning import PruneResult
 from secateurs.config import PruneConfig, TrainConfig
 from secateurs.data.types import Splits
+from secateurs.methods import Method
 from secateurs.metrics.counts import SizeReport
 from secateurs.runs.directory import RUN_LOG
 from secateurs.runs.record import Metrics, RunConfig, RunRecord, Timings
@@ -76,6 +77,10 @@ def _number(value: object) -> str:
 def key_values(values: Mapping[str, Any]) -> str:
     """``a=1, b=x, c=[1, 2]``: a configuration section on one line, in its own order."""
     return ", ".join(f"{key}={_number(value) if isinstance(value, float) else value}" for key, value in values.items())
+
+
+def _epochs(value: float) -> str:
+    return f"{_number(value)} epoch{'' if value == 1 else 's'}"
 
 
 def _seconds(value: float | None) -> str:
@@ -229,13 +234,13 @@ def round_lines(history: Sequence[Mapping[str, Any]]) -> list[str]:
     return _capped(lines, "rounds")
 
 
-def method_section(result: PruneResult, kind: str) -> str:
+def method_section(result: PruneResult, method: Method) -> str:
     """What the method did: method, target, scope, per-layer/per-group result, scores, timings."""
-    config = result.config
+    config, kind = result.config, method.kind
     target = f"target {config.sparsity:g} of {config.target if kind == 'structured' else 'prunable weights'}"
     if config.rates is not None:
         target = f"per-layer rates {list(config.rates)} for {config.rounds} round(s)"
-    scope = config.scope or "the method's default scope"
+    scope = config.scope or method.default_scope
     summary = f"{config.method} ({kind}), {target}, scope {scope}"
     if config.granularity != "element":
         summary += f", granularity {config.granularity}"
@@ -279,13 +284,13 @@ def finetune_section(finetune: TrainConfig | None, trains: bool, method: str, se
         return section("fine-tuning", f"none: {method} trains while it prunes (its budget is its training)")
     if finetune is None or finetune.epochs <= 0:
         return section("fine-tuning", "none (0 epochs requested)")
-    summary = f"{_number(finetune.epochs)} epochs in {_seconds(seconds)}"
+    summary = f"{_epochs(finetune.epochs)} in {_seconds(seconds)}"
     return section("fine-tuning", summary, [key_values(finetune.model_dump(mode="json"))])
 
 
 def training_section(epochs: float, stop_reason: str | None, seconds: float) -> str:
     reason = f", stopped: {stop_reason}" if stop_reason else ""
-    return section("training", f"{_number(epochs)} epochs in {_seconds(seconds)}{reason}")
+    return section("training", f"{_epochs(epochs)} in {_seconds(seconds)}{reason}")
 
 
 def metrics_section(metrics: Metrics, title: str = "metrics") -> str:

@@ -254,7 +254,7 @@ def prune_and_finetune(
         dense=reference_size(model_name, splits),
     )
     model = outcome.model
-    runlog.emit(runlog.method_section(outcome, method.kind))
+    runlog.emit(runlog.method_section(outcome, method))
     if world.distributed:
         consistency.synchronize_masks_(outcome.masks, world)
         plan = outcome.plan.to_json() if outcome.plan is not None else None

@@ -207,7 +207,7 @@ def keep_run(path: Path, suite: Suite, cell: Cell, parent: LoadedRun, result: Pr
     with writing_run(path, overwrite=True) as stage:
         runlog.emit(runlog.command_section(f"bench suite {suite.name!r}, cell {cell.key}"))
         runlog.emit(runlog.config_section(config))
-        runlog.emit(runlog.method_section(result.pruning, METHODS.get(cell.method.name).kind))
+        runlog.emit(runlog.method_section(result.pruning, METHODS.get(cell.method.name)))
         runlog.emit(runlog.before_finetune_section(result.metrics_before_finetune))
         runlog.emit(runlog.metrics_section(result.metrics))
         runlog.emit(runlog.timings_section(row.timings))

@@ -3,10 +3,10 @@
 `writing_run_on(world, out, ...)` is `secateurs.runs.directory.writing_run` for a data-parallel job. Rank 0
 stages, locks and publishes the run exactly as a single process would; every other rank gets a
 `FollowerStage` that writes nothing (no partial directory, no lock file, no checkpoints) and whose
-`commit` returns rank 0's record (sent as its JSON object and parsed again). The ranks agree at the start (a refusal on rank 0, e.g. a
-finished run at ``--out`` or a live lock, is raised on every rank with the same message, and every
-rank learns whether rank 0 resumed) and at the end (no rank returns before rank 0 has published the
-run and released its lock).
+`commit` returns rank 0's record (sent as its JSON object and parsed again). The ranks agree at
+the start (a refusal on rank 0, e.g. a finished run at ``--out`` or a live lock, is raised on every
+rank with the same message, and every rank learns whether rank 0 resumed) and at the end (no rank
+returns before rank 0 has published the run and released its lock).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from torch import nn
 from secateurs.errors import RunDirError, UsageError
 from secateurs.runs.directory import RunStage, writing_run
 from secateurs.runs.record import RunRecord, parse_record
-from secateurs.sparsity.masks import MaskStore
 from secateurs.runtime import distributed
 from secateurs.runtime.distributed import World
+from secateurs.sparsity.masks import MaskStore
 from secateurs.structure.plan import Plan
 
 
