@@ -43,7 +43,8 @@ def test_train_with_campfire_prunes_while_training_and_exports_packed(tmp_path: 
     }
     for layer in method["layers"].values():
         assert layer["sparsity"] == pytest.approx(6 / 9) and layer["final_sparsity"] == pytest.approx(6 / 9)
-    assert info["history"][-1]["masks_frozen"] and info["history"][-1]["sparsity"] == pytest.approx(6 / 9)
+    epochs = info["history"]["train"]
+    assert epochs[-1]["masks_frozen"] and epochs[-1]["sparsity"] == pytest.approx(6 / 9)
     assert method["storage"]["packed_bytes"] < method["storage"]["csr_bytes"] < method["storage"]["dense_bytes"]
 
     run = load_run(out)
