@@ -37,7 +37,12 @@ from secateurs.structure.plan import Plan, parse_plan
 
 @dataclass
 class PruneResult:
-    """What `prune` returns: the pruned model, what was removed, and its measured size."""
+    """What `prune` returns: the pruned model, what was removed, and its measured size.
+
+    ``masks`` for masked methods, ``plan`` (a `Plan`, what plan.json stores) for physically pruned
+    ones; ``info`` and ``history`` are the method's own report (run.json's ``method_info`` and
+    ``history.method``); ``score_seconds`` the scoring time, ``seconds`` the whole pruning time.
+    """
 
     model: nn.Module
     config: PruneConfig
