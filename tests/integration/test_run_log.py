@@ -6,6 +6,7 @@ on synthetic data; every number the log states is checked against the run's own 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -151,3 +152,47 @@ def test_the_console_shows_the_epochs_not_the_sections(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     assert "epoch 1: train loss" in err and "config:" not in err and "files:" not in err
     assert "config:" in (out / "log.txt").read_text()
+
+
+def test_a_recipe_and_a_kept_bench_cell_name_what_started_them(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "name": "told",
+                "data": {"name": "synthetic"},
+                "model": "lenet300",
+                "train": {"epochs": 0.1},
+                "method": {"method": "magnitude", "sparsity": 0.5},
+                "measure": {"latency": False},
+            }
+        )
+    )
+    argv = ["--threads", "1", "run", str(recipe), "--out-root", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    for run in ("dense", "pruned"):
+        text = (tmp_path / "runs" / "told" / run / "log.txt").read_text()
+        assert f"command: secateurs {' '.join(argv)}\n" in text
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        json.dumps(
+            {
+                "name": "told",
+                "data": {"name": "synthetic"},
+                "models": [{"name": "lenet300", "train": {"epochs": 0.1}}],
+                "methods": [{"name": "magnitude"}],
+                "sparsities": [0.5],
+                "measure": {"latency": False},
+                "keep_runs": True,
+            }
+        )
+    )
+    assert main(["--quiet", "--threads", "1", "bench", str(suite), "--out", str(tmp_path / "bench")]) == 0
+    dense = (tmp_path / "bench" / "dense" / "lenet300-seed0" / "log.txt").read_text()
+    assert "command: bench suite 'told': the dense lenet300, seed 0\n" in dense
+    kept = tmp_path / "bench" / "runs" / "lenet300_magnitude_0.5_0"
+    text, record = log_of(kept)
+    assert sections(text) == ["command", "config", "method", "before fine-tuning", "metrics", "timings", "files"]
+    assert "command: bench suite 'told', cell lenet300|magnitude|0.5|0\n" in text
+    assert record.bench is not None and record.bench.key == "lenet300|magnitude|0.5|0"
+    assert_metrics(text, record.metrics)

@@ -18,13 +18,16 @@ def run_recipe(
     out_root: Path = Path("runs"),
     overwrite: bool = False,
     progress: bool = False,
+    invocation: str | None = None,
 ) -> list[RunRecord]:
     """Run the recipe at ``path``; writes ``OUT_ROOT/NAME/dense`` and ``OUT_ROOT/NAME/pruned``.
 
-    With ``from:`` only the pruned run is written (``OUT_ROOT/NAME``). Returns the runs' records.
+        With ``from:`` only the pruned run is written (``OUT_ROOT/NAME``). Returns the runs' records.
+    ``invocation`` (the command line) heads each run's log.txt; by default it names the recipe.
     """
     recipe: Recipe = load_recipe(path, overrides)
     root = safe_child(out_root, recipe.name)
+    invocation = invocation or f"Python API: run_recipe({str(path)!r}, overrides={list(overrides)!r})"
     measure: MeasureConfig = recipe.measure
     results = []
     if recipe.source is None:
@@ -37,7 +40,9 @@ def run_recipe(
                 recipe.data,
                 recipe.train,
                 seed=recipe.seed,
-                options=RunOptions(out=dense_dir, overwrite=overwrite, progress=progress, measure=measure),
+                options=RunOptions(
+                    out=dense_dir, overwrite=overwrite, progress=progress, measure=measure, invocation=invocation
+                ),
                 splits=splits,
                 recipe=recipe.model_dump(mode="json", by_alias=True),
             )
@@ -53,7 +58,9 @@ def run_recipe(
                 recipe.method,
                 recipe.finetune,
                 seed=recipe.seed,
-                options=RunOptions(out=out, overwrite=overwrite, progress=progress, measure=measure),
+                options=RunOptions(
+                    out=out, overwrite=overwrite, progress=progress, measure=measure, invocation=invocation
+                ),
                 calibration=recipe.calibration,
                 data_dir=recipe.data.dir,
                 splits=splits,

@@ -45,7 +45,13 @@ def ensure_dense(suite: Suite, out: Path, model: ModelEntry, seed: int, splits: 
             suite.data,
             model.train,
             seed=seed,
-            options=RunOptions(out=path, resume=True, progress=progress, measure=suite.measure),
+            options=RunOptions(
+                out=path,
+                resume=True,
+                progress=progress,
+                measure=suite.measure,
+                invocation=f"bench suite {suite.name!r}: the dense {model.name}, seed {seed}",
+            ),
             splits=splits,
         )
     return path

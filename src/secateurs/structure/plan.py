@@ -141,8 +141,8 @@ def parse_plan(raw: object) -> Plan:
         return raw
     if not isinstance(raw, dict):
         raise RunDirError(f"plan.json: expected format {PLAN_FORMAT!r}, found {type(raw).__name__!r}")
-    while raw.get("format") in PLAN_MIGRATIONS:
-        raw = PLAN_MIGRATIONS[str(raw["format"])](raw)
+    while isinstance(raw.get("format"), str) and raw["format"] in PLAN_MIGRATIONS:
+        raw = PLAN_MIGRATIONS[raw["format"]](raw)
     if raw.get("format") != PLAN_FORMAT:
         raise RunDirError(f"plan.json: expected format {PLAN_FORMAT!r}, found {raw.get('format')!r}")
     unknown = sorted(set(raw) - {"format", "steps"})
