@@ -27,13 +27,13 @@ lint: $(BIN)/.installed
 	$(BIN)/python scripts/check_architecture.py
 
 typecheck: $(BIN)/.installed
-	$(BIN)/mypy src
+	$(BIN)/mypy src benchmarks scripts
 
 test: setup
 	@scripts/ensure-chromium.sh
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python scripts/check_architecture.py
-	$(BIN)/mypy src
+	$(BIN)/mypy src benchmarks scripts
 	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
 
 test-fast: setup

@@ -28,6 +28,7 @@ import os
 import re
 import statistics
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,8 @@ def pruned_model(sparsity: float, scope: str, run: str | None, seed: int) -> tor
         from secateurs.runs.directory import load_run
 
         loaded = load_run(Path(run))
-        if loaded.info["model"]["name"] != MODEL:
-            raise SystemExit(f"--from {run}: expected a {MODEL} run, found {loaded.info['model']['name']}")
+        if loaded.record.model.name != MODEL:
+            raise SystemExit(f"--from {run}: expected a {MODEL} run, found {loaded.record.model.name}")
         model = loaded.model
     else:
         torch.manual_seed(seed)
@@ -134,7 +135,7 @@ def table(result: dict[str, Any]) -> str:
     ]
     for (threads, batch), rows in group_rows(result["rows"], "threads", "batch").items():
 
-        def middle(key: str, rows: list[dict[str, Any]] = rows) -> float:
+        def middle(key: str, rows: list[Mapping[str, Any]] = rows) -> float:
             return statistics.median(row[key] for row in rows)
 
         speedups = [row["speedup"] for row in rows]

@@ -47,7 +47,9 @@ def hap_scores(model: nn.Module, traces: dict[str, torch.Tensor]) -> torch.Tenso
     """Tr/n_c·‖w_c‖² of every conv output channel (the channels HAP ranks), concatenated."""
     scores = []
     for name in ("conv1", "conv2"):
-        weight = model.get_submodule(name).weight.detach().double()
+        layer = model.get_submodule(name)
+        assert isinstance(layer, nn.Conv2d)
+        weight = layer.weight.detach().double()
         rows = weight.reshape(weight.shape[0], -1)
         scores.append(traces[name].abs() / rows.shape[1] * rows.pow(2).sum(1))
     return torch.cat(scores)

@@ -15,21 +15,20 @@ fine-tuned longer) it prints, per method, the accuracy after the short and after
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from secateurs.bench.table import lookup, mean_std
+from secateurs.bench.results import ResultRow, group_by, read_results
+from secateurs.bench.table import Value, format_stats, latency_at, markdown_table, mean_std, values_of
 
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("params removed", "method_info.realised.params_removed", "percent"),
-    ("params", "metrics.params", "count"),
-    ("MACs", "metrics.macs", "count"),
-    ("acc. pruned+BN %", "before_finetune.test_accuracy", "percent"),
-    ("acc. fine-tuned %", "metrics.test_accuracy", "percent"),
-    ("b1 ms", "metrics.latency_ms.batch_1", "ms"),
-    ("b256 ms", "metrics.latency_ms.batch_256", "ms"),
+COLUMNS: tuple[tuple[str, Value, str], ...] = (
+    ("params removed", lambda row: row.info("realised.params_removed"), "percent"),
+    ("params", lambda row: row.metrics.params, "count"),
+    ("MACs", lambda row: row.metrics.macs, "count"),
+    ("acc. pruned+BN %", lambda row: row.metrics_before_finetune.test_accuracy, "percent"),
+    ("acc. fine-tuned %", lambda row: row.metrics.test_accuracy, "percent"),
+    ("b1 ms", latency_at(1), "ms"),
+    ("b256 ms", latency_at(256), "ms"),
 )
 ORDER = (
     "dense",
@@ -48,76 +47,79 @@ ORDER = (
 
 
 def cell(values: list[float], kind: str) -> str:
+    """Percent: mean ± std in % (± only with two or more values); ms: two decimals; else a count."""
     if not values:
         return "–"
     mean, std = mean_std(values)
     if kind == "percent":
-        return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
-    if kind == "ms":
-        return f"{mean:.2f}"
-    return f"{mean:,.0f}"
+        return format_stats((100 * mean, 100 * std), spread="always" if len(values) > 1 else "never")
+    return f"{mean:.2f}" if kind == "ms" else f"{mean:,.0f}"
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((float(row["sparsity"]), row["label"]), []).append(row)
-    dense = [r for r in rows if r["label"] == "dense"]
+def _order(label: str) -> int:
+    return ORDER.index(label) if label in ORDER else len(ORDER)
+
+
+def table(rows: list[ResultRow]) -> str:
+    groups = group_by(rows, lambda row: (float(row.sparsity), row.label))
+    dense = [r for r in rows if r.dense]
     header = ["target", "method", "seeds", *[c[0] for c in COLUMNS]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    keys = sorted(groups, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else len(ORDER), k[1]))
-    for sparsity, label in keys:
+    lines = []
+    for sparsity, label in sorted(groups, key=lambda k: (k[0], _order(k[1]), k[1])):
         members = groups[(sparsity, label)]
         cells = []
-        for _, path, kind in COLUMNS:
-            values = [float(v) for v in (lookup(m, path) for m in members) if isinstance(v, int | float)]
-            if label == "dense" and path.startswith("method_info"):
+        for name, value, kind in COLUMNS:
+            values = values_of(members, value)
+            if label == "dense" and name == "params removed":  # a method_info value: the dense rows have none
                 values = [0.0] * len(members)
             cells.append(cell(values, kind))
         target = "–" if label == "dense" else f"{sparsity:g} of params"
-        lines.append("| " + " | ".join([target, label, str(len(members)), *cells]) + " |")
+        lines.append([target, label, str(len(members)), *cells])
+    text = markdown_table(header, lines)
     if dense:
-        lines.append("")
-        lines.append(f"Dense {dense[0]['model']}: {len(dense)} seed(s); targets are fractions of its parameters.")
-    return "\n".join(lines)
+        text += f"\n\nDense {dense[0].model}: {len(dense)} seed(s); targets are fractions of its parameters."
+    return text
 
 
-def budget_table(short: list[dict[str, Any]], long: list[dict[str, Any]]) -> str:
+def budget_table(short: list[ResultRow], long: list[ResultRow]) -> str:
     """Per (target, method) of ``long``: test accuracy after the short and the long fine-tuning.
 
     Only the seeds both suites ran are compared. The pruned+BN accuracy comes from the same pruning in
     both suites; where the two disagree the cell shows both, since then they did not prune alike.
     """
 
-    def by_cell(rows: list[dict[str, Any]]) -> dict[tuple[float, str, int], dict[str, Any]]:
-        return {(float(r["sparsity"]), r["label"], int(r["seed"])): r for r in rows if r["label"] != "dense"}
+    def by_cell(rows: list[ResultRow]) -> dict[tuple[float, str, int], ResultRow]:
+        return {(float(r.sparsity), r.label, r.seed): r for r in rows if not r.dense}
+
+    def before(row: ResultRow) -> float:
+        return float(row.metrics_before_finetune.test_accuracy or 0.0)
+
+    def after(row: ResultRow) -> float:
+        return float(row.metrics.test_accuracy or 0.0)
 
     first, second = by_cell(short), by_cell(long)
     keys = sorted({(sparsity, label) for sparsity, label, _ in second})
-    hap = {
-        sparsity: [float(second[k]["metrics"]["test_accuracy"]) for k in second if k[:2] == (sparsity, "hap")]
-        for sparsity, _ in keys
-    }
+    hap = {sparsity: [after(second[k]) for k in second if k[:2] == (sparsity, "hap")] for sparsity, _ in keys}
     header = ["target", "method", "seeds", "acc. pruned+BN %", "fine-tuned, short %", "fine-tuned, long %",
               "gain, points", "long − hap, points"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for sparsity, label in sorted(keys, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else len(ORDER))):
+    lines = []
+    for sparsity, label in sorted(keys, key=lambda k: (k[0], _order(k[1]))):
         seeds = sorted(s for (t, m, s) in second if (t, m) == (sparsity, label) and (t, m, s) in first)
         if not seeds:
             continue
         pairs = [(first[(sparsity, label, s)], second[(sparsity, label, s)]) for s in seeds]
-        before = [cell([float(a["before_finetune"]["test_accuracy"]) for a, _ in pairs], "percent")]
-        if any(a["before_finetune"]["test_accuracy"] != b["before_finetune"]["test_accuracy"] for a, b in pairs):
-            before.append(cell([float(b["before_finetune"]["test_accuracy"]) for _, b in pairs], "percent"))
-        shorter = [float(a["metrics"]["test_accuracy"]) for a, _ in pairs]
-        longer = [float(b["metrics"]["test_accuracy"]) for _, b in pairs]
+        pruned = [cell([before(a) for a, _ in pairs], "percent")]
+        if any(before(a) != before(b) for a, b in pairs):
+            pruned.append(cell([before(b) for _, b in pairs], "percent"))
+        shorter = [after(a) for a, _ in pairs]
+        longer = [after(b) for _, b in pairs]
         gain = 100 * (mean_std(longer)[0] - mean_std(shorter)[0])
         versus = 100 * (mean_std(longer)[0] - mean_std(hap[sparsity])[0]) if hap[sparsity] else float("nan")
         lines.append(
-            f"| {sparsity:g} of params | {label} | {len(seeds)} | {' / '.join(before)} | {cell(shorter, 'percent')} "
-            f"| {cell(longer, 'percent')} | {gain:+.2f} | {versus:+.2f} |"
-        )
-    return "\n".join(lines)
+            [f"{sparsity:g} of params", label, str(len(seeds)), " / ".join(pruned), cell(shorter, "percent"),
+             cell(longer, "percent"), f"{gain:+.2f}", f"{versus:+.2f}"]
+        )  # fmt: skip
+    return markdown_table(header, lines)
 
 
 def zero_implants(runs: Path) -> str:
@@ -138,19 +140,15 @@ def zero_implants(runs: Path) -> str:
     return "\n".join(lines)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="?", type=Path, default=Path("results/hap-fmnist.jsonl"))
     parser.add_argument("--runs", type=Path, help="the suite's kept run directories")
     parser.add_argument("--budget", type=Path, help="results of the same cells fine-tuned longer")
     args = parser.parse_args()
-    rows = read_rows(args.results)
+    rows = read_results(args.results)
     if args.budget is not None:
-        print(budget_table(rows, read_rows(args.budget)))
+        print(budget_table(rows, read_results(args.budget)))
         return 0
     print(table(rows))
     if args.runs:

@@ -18,106 +18,103 @@ import csv
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from secateurs.bench.results import ResultsFile
-from secateurs.bench.table import mean_std
+from secateurs.bench.results import ResultRow, group_by, read_results
+from secateurs.bench.table import markdown_table, mean_std
 
 TOLERANCE_POINTS = 0.3
 TARGET_RATIO = 0.5
 
 
-def rule_of(row: dict[str, Any]) -> str:
-    return str((row.get("config") or {}).get("options", {}).get("rule", "lth"))
+def rule_of(row: ResultRow) -> str:
+    return str(row.options.get("rule", "lth"))
 
 
-def options_of(row: dict[str, Any]) -> dict[str, Any]:
-    return dict((row.get("config") or {}).get("options", {}))
-
-
-def is_baseline(row: dict[str, Any]) -> bool:
+def is_baseline(row: ResultRow) -> bool:
     """IMP with the whole budget in every round (not the flow-free short-round control)."""
-    return row["method"] == "imp" and options_of(row).get("early_round_epochs") is None
+    return row.method == "imp" and row.options.get("early_round_epochs") is None
 
 
-def settings(row: dict[str, Any]) -> str:
+def settings(row: ResultRow) -> str:
     """ε and its kind for InfCoP rows (``0.1 rel``, ``0.005 abs``, ``+acc``); the control's short rounds."""
-    options = options_of(row)
-    if row["method"] == "imp":
+    options = row.options
+    if row.method == "imp":
         early = options.get("early_round_epochs")
         return "–" if early is None else f"{early:g} ep. until the last round"
     text = f"{options.get('epsilon', 0.05):g} {'rel' if options.get('relative') else 'abs'}"
     return text + (" +acc" if options.get("stop_on_accuracy", True) else "")
 
 
-def groups(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, list[dict[str, Any]]]]:
+def groups(rows: Iterable[ResultRow]) -> dict[tuple[str, str], dict[str, list[ResultRow]]]:
     """model, rule → label → rows over seeds (dense rows left out)."""
-    grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
-    for row in rows:
-        if row["method"] == "dense":
-            continue
-        grouped.setdefault((row["model"], rule_of(row)), {}).setdefault(row["label"], []).append(row)
-    return grouped
+    pruned = [row for row in rows if row.method != "dense"]
+    return {
+        key: group_by(members, lambda row: row.label)
+        for key, members in group_by(pruned, lambda row: (row.model, rule_of(row))).items()
+    }
 
 
-def stat(rows: Sequence[dict[str, Any]], value: Any) -> tuple[float, float]:
+def stat(rows: Sequence[ResultRow], value: Callable[[ResultRow], Any]) -> tuple[float, float]:
     return mean_std([float(value(row)) for row in rows])
 
 
-def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summary(rows: Sequence[ResultRow]) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for row in rows:
-        for record in row["history"]["method"]:
+        for record in row.rounds:
             reasons[record["stop_reason"]] = reasons.get(record["stop_reason"], 0) + 1
     return {
         "settings": settings(rows[0]),
-        "method": rows[0]["method"],
+        "method": rows[0].method,
         "seeds": len(rows),
-        "sparsity": stat(rows, lambda r: r["metrics"]["sparsity_prunable"]),
-        "test": stat(rows, lambda r: 100 * r["metrics"]["test_accuracy"]),
-        "epochs": stat(rows, lambda r: r["train_epochs"]),
-        "flow_seconds": stat(rows, lambda r: r["method_info"]["flow_check_seconds"]),
-        "cost": stat(rows, lambda r: r["method_info"]["cost_epoch_equivalents"]),
+        "sparsity": stat(rows, lambda r: r.metrics.sparsity_prunable),
+        "test": stat(rows, lambda r: 100 * (r.metrics.test_accuracy or 0.0)),
+        "epochs": stat(rows, lambda r: r.train_epochs),
+        "flow_seconds": stat(rows, lambda r: r.info("flow_check_seconds")),
+        "cost": stat(rows, lambda r: r.info("cost_epoch_equivalents")),
         "reasons": reasons,
     }
 
 
-def baseline_label(labels: dict[str, list[dict[str, Any]]]) -> str | None:
+def baseline_label(labels: dict[str, list[ResultRow]]) -> str | None:
     return next((label for label, rows in labels.items() if is_baseline(rows[0])), None)
 
 
-def tables(rows: list[dict[str, Any]]) -> tuple[str, list[str]]:
+HEADER = (
+    "model", "rule", "method", "ε", "seeds", "sparsity", "test acc %", "Δ vs IMP", "epochs", "epochs / IMP",
+    "flow-check s", "cost (epoch-eq.)", "rounds stopped by flow / accuracy / budget",
+)  # fmt: skip
+
+
+def tables(rows: list[ResultRow]) -> tuple[str, list[str]]:
     """The Markdown table and one verdict line per model × rule."""
-    header = (
-        "| model | rule | method | ε | seeds | sparsity | test acc % | Δ vs IMP | epochs | epochs / IMP "
-        "| flow-check s | cost (epoch-eq.) | rounds stopped by flow / accuracy / budget |"
-    )
-    lines = [header, "|" + "---|" * 13]
+    lines = []
     verdicts = []
     for (model, rule), labels in sorted(groups(rows).items()):
         base = baseline_label(labels)
         reference = summary(labels[base]) if base else None
         matching, controls = [], []
-        order = sorted(labels.items(), key=lambda item: (not is_baseline(item[1][0]), item[1][0]["method"], item[0]))
+        order = sorted(labels.items(), key=lambda item: (not is_baseline(item[1][0]), item[1][0].method, item[0]))
         for label, members in order:
             entry = summary(members)
             delta = entry["test"][0] - reference["test"][0] if reference else math.nan
             ratio = entry["epochs"][0] / reference["epochs"][0] if reference else math.nan
             reasons = entry["reasons"]
             lines.append(
-                f"| {model} | {rule} | {label} | {entry['settings']} | {entry['seeds']} "
-                f"| {entry['sparsity'][0]:.4f} | {entry['test'][0]:.2f} ± {entry['test'][1]:.2f} | {delta:+.2f} "
-                f"| {entry['epochs'][0]:.2f} | {ratio:.2f} | {entry['flow_seconds'][0]:.2f} | {entry['cost'][0]:.2f} "
-                f"| {reasons.get('flow', 0)} / {reasons.get('accuracy', 0)} / {reasons.get('budget', 0)} |"
-            )
+                [model, rule, label, entry["settings"], str(entry["seeds"]), f"{entry['sparsity'][0]:.4f}",
+                 f"{entry['test'][0]:.2f} ± {entry['test'][1]:.2f}", f"{delta:+.2f}", f"{entry['epochs'][0]:.2f}",
+                 f"{ratio:.2f}", f"{entry['flow_seconds'][0]:.2f}", f"{entry['cost'][0]:.2f}",
+                 f"{reasons.get('flow', 0)} / {reasons.get('accuracy', 0)} / {reasons.get('budget', 0)}"]
+            )  # fmt: skip
             if entry["method"] != "imp" and delta >= -TOLERANCE_POINTS:
                 matching.append((ratio, label, delta, entry))
             if entry["method"] == "imp" and not is_baseline(members[0]):
                 controls.append((label, delta, ratio, entry))
         verdicts.append(verdict(model, rule, reference, sorted(matching), controls))
-    return "\n".join(lines), verdicts
+    return markdown_table(HEADER, lines), verdicts
 
 
 def verdict(
@@ -158,7 +155,7 @@ def pearson(first: Sequence[float], second: Sequence[float]) -> float:
     return statistics.correlation(first, second)
 
 
-def mechanism(rows: list[dict[str, Any]]) -> str:
+def mechanism(rows: list[ResultRow]) -> str:
     """How IMP's monitored flow distance behaves within rounds (full retraining) and across rounds."""
     lines = [
         "| model | rule | flow | rounds | median last/first distance | rounds where it shrank "
@@ -170,13 +167,13 @@ def mechanism(rows: list[dict[str, Any]]) -> str:
         base = baseline_label(labels)
         if base is None:
             continue
-        records = [record for row in labels[base] for record in row["history"]["method"]]
+        records = [record for row in labels[base] for record in row.rounds]
         kinds = sorted({kind for record in records for kind in record.get("monitor", {})})
         for kind in kinds:
             ratios, within, across, plateaus = [], [], [], []
             for row in labels[base]:
                 firsts, sparsities = [], []
-                for record in row["history"]["method"]:
+                for record in row.rounds:
                     checks = record.get("monitor", {}).get(kind, [])
                     if len(checks) < 2:
                         continue
@@ -210,29 +207,29 @@ CURVE_FIELDS = (
 )  # fmt: skip
 
 
-def curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def curve(rows: list[ResultRow]) -> list[dict[str, Any]]:
     """One point per (cell, round), plus round 0 = the dense warm-up (0 epochs, the dense accuracies)."""
-    dense = {(r["model"], r["seed"]): r for r in rows if r["method"] == "dense"}
+    dense = {(r.model, r.seed): r for r in rows if r.method == "dense"}
     points = []
     for row in rows:
-        if row["method"] == "dense":
+        if row.method == "dense":
             continue
         common = {
-            "model": row["model"],
+            "model": row.model,
             "rule": rule_of(row),
-            "label": row["label"],
-            "method": row["method"],
+            "label": row.label,
+            "method": row.method,
             "settings": settings(row),
-            "seed": row["seed"],
+            "seed": row.seed,
         }
-        start = dense.get((row["model"], row["seed"]))
+        start = dense.get((row.model, row.seed))
         if start is not None:
-            metrics = start["metrics"]
-            dense_point = {"round": 0, "sparsity": 0.0, "epochs": 0.0, "stop_reason": "dense"}
+            metrics = start.metrics
+            dense_point: dict[str, Any] = {"round": 0, "sparsity": 0.0, "epochs": 0.0, "stop_reason": "dense"}
             dense_point.update(cumulative_epochs=0.0, cumulative_flow_seconds=0.0)
-            dense_point.update(val_accuracy=metrics["val_accuracy"], test_accuracy=metrics["test_accuracy"])
+            dense_point.update(val_accuracy=metrics.val_accuracy, test_accuracy=metrics.test_accuracy)
             points.append({**common, **dense_point})
-        for record in row["history"]["method"]:
+        for record in row.rounds:
             points.append({**common, **{key: record[key] for key in CURVE_FIELDS if key in record}})
     return points
 
@@ -294,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="write the accuracy-vs-cumulative-epochs curve here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the curves here")
     args = parser.parse_args(argv)
-    rows = ResultsFile(args.results).read()
+    rows = read_results(args.results)
     table, verdicts = tables(rows)
     print("### Final sparsity, accuracy and training cost (mean over seeds)\n")
     print(table)

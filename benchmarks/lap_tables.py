@@ -12,25 +12,20 @@ table (it differs from the nominal one by rounding only).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
-from secateurs.bench.table import aggregate, mean_std, percent_left, pivot_markdown
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from secateurs.bench.results import ResultRow, read_results
+from secateurs.bench.table import aggregate, mean_std, percent_left, pivot_markdown, values_of
 
 
 def section(path: Path) -> str:
-    rows = read_rows(path)
+    rows = read_results(path)
     table = aggregate(rows)
-    labels = list(dict.fromkeys(row["label"] for row in rows if row["label"] != "dense"))
-    dense = [row["metrics"]["test_accuracy"] for row in rows if row["label"] == "dense"]
+    labels = list(dict.fromkeys(row.label for row in rows if not row.dense))
+    dense = values_of([row for row in rows if row.dense], lambda row: row.metrics.test_accuracy)
     mean, std = mean_std(dense)
-    suite = rows[0]["suite"]
-    models = sorted({row["model"] for row in rows})
+    suite = rows[0].suite
+    models = sorted({row.model for row in rows})
     lines = [
         f"### {suite} ({', '.join(models)}; {len(dense)} seeds)",
         "",
@@ -54,12 +49,12 @@ def section(path: Path) -> str:
     return "\n".join(lines)
 
 
-def realised_levels(rows: list[dict[str, Any]], labels: list[str]) -> dict[float, float]:
+def realised_levels(rows: list[ResultRow], labels: list[str]) -> dict[float, float]:
     """Nominal level → mean realised share left (over every method and seed at that level)."""
     realised: dict[float, list[float]] = {}
     for row in rows:
-        if row["label"] in labels:
-            realised.setdefault(float(row["sparsity"]), []).append(1 - float(row["metrics"]["sparsity_prunable"]))
+        if row.label in labels and row.metrics.sparsity_prunable is not None:
+            realised.setdefault(float(row.sparsity), []).append(1 - float(row.metrics.sparsity_prunable))
     return {level: sum(values) / len(values) for level, values in sorted(realised.items())}
 
 

@@ -39,6 +39,8 @@ import torch
 from torch import nn
 
 import secateurs as sec
+from secateurs.bench.results import read_results
+from secateurs.bench.table import markdown_table
 from secateurs.latency.timing import Runner, allocator_env_is_set, compare_latency, time_round_robin, torch_threads
 from secateurs.metrics.counts import count_macs, count_params
 from secateurs.models import build_model
@@ -179,19 +181,16 @@ def table(results: dict[str, Any]) -> str:
 
 def accuracy_table(path: Path) -> str:
     """Test accuracy before and after fine-tuning of every row of a ``suites/round-to.yaml`` results file."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    lines = [
-        "| cell | params removed | MACs removed | test acc. before fine-tuning | test acc. after 1 epoch |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        metrics = row["metrics"]
-        before = row.get("before_finetune", {}).get("test_accuracy")
+    header = ["cell", "params removed", "MACs removed", "test acc. before fine-tuning", "test acc. after 1 epoch"]
+    lines = []
+    for row in read_results(path):
+        metrics = row.metrics
+        before = row.metrics_before_finetune.test_accuracy
         lines.append(
-            f"| {row['label']} | {metrics['sparsity_params']:.1%} | {metrics['sparsity_macs']:.1%} "
-            f"| {'—' if before is None else f'{before:.2%}'} | {metrics['test_accuracy']:.2%} |"
-        )
-    return "\n".join(lines)
+            [row.label, f"{metrics.sparsity_params or 0.0:.1%}", f"{metrics.sparsity_macs or 0.0:.1%}",
+             "—" if before is None else f"{before:.2%}", f"{metrics.test_accuracy or 0.0:.2%}"]
+        )  # fmt: skip
+    return markdown_table(header, lines, right=[False, True, True, True, True])
 
 
 def main() -> int:

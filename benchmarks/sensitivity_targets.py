@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from secateurs.cli import main as cli
+from secateurs.runs.directory import read_run
 
 TRAIN = ["--model", "lenet300", "--epochs", "5", "--lr", "0.05", "--batch-size", "128", "--no-latency"]
 TRAIN += ["--split", "tail"]  # the validation split results/sensitivity-targets.json was measured on
@@ -38,12 +39,14 @@ def run(*argv: str) -> None:
 
 
 def accuracies(path: Path) -> dict[str, Any]:
-    info = json.loads((path / "run.json").read_text())
+    """What the table needs from the pruned run at ``path`` (its run.json, read as a `RunRecord`)."""
+    record = read_run(path)
+    before = record.metrics_before_finetune
     return {
-        "test_accuracy": info["metrics"]["test_accuracy"],
-        "test_accuracy_before_finetune": info.get("metrics_before_finetune", {}).get("test_accuracy"),
-        "sparsity_prunable": info["metrics"]["sparsity_prunable"],
-        "layers": info.get("method_info", {}).get("layers"),
+        "test_accuracy": record.metrics.test_accuracy,
+        "test_accuracy_before_finetune": before.test_accuracy if before is not None else None,
+        "sparsity_prunable": record.metrics.sparsity_prunable,
+        "layers": (record.method_info or {}).get("layers"),
     }
 
 

@@ -2,7 +2,8 @@
 
 Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->``; NAME picks a generator
 below, which reads ``results/*`` (copied there from a bench run's output directory or written by a
-benchmark's ``--out``) through the same functions the benchmark scripts print with.
+benchmark's ``--out``) through the same functions the benchmark scripts print with. Bench results are
+read by the one reader, `secateurs.bench.results.read_results` (rows of every schema version migrate).
 
     python scripts/readme_tables.py            # rewrite README.md and docs/*.md in place
     python scripts/readme_tables.py --check    # exit 1 if any of them is out of date
@@ -19,9 +20,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-from secateurs.bench.results import ResultsFile
+from secateurs.bench.results import ResultRow, read_results
 from secateurs.bench.table import aggregate, markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ RESULTS = ROOT / "results"
 
 def suite_table(name: str) -> Callable[[], str]:
     def generate() -> str:
-        return markdown(aggregate(ResultsFile(RESULTS / f"{name}.jsonl").read()))
+        return markdown(aggregate(rows(name)))
 
     return generate
 
@@ -45,8 +45,9 @@ def benchmark(name: str) -> ModuleType:
     return module
 
 
-def rows(name: str) -> list[dict[str, Any]]:
-    return ResultsFile(RESULTS / f"{name}.jsonl").read()
+def rows(name: str) -> list[ResultRow]:
+    """The rows of ``results/NAME.jsonl``."""
+    return read_results(RESULTS / f"{name}.jsonl")
 
 
 def infcop(part: str) -> Callable[[], str]:

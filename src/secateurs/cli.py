@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -22,6 +23,9 @@ from typing import NoReturn
 from secateurs.errors import SecateursError, UsageError
 
 log = logging.getLogger("secateurs")
+
+RUN_LOG = "secateurs.run"
+"""`secateurs.runs.directory.RUN_LOG`, the logger of log.txt's sections (named, not imported: no torch here)."""
 
 DISTRIBUTED_COMMANDS = ("train", "prune", "run")
 """Sub-commands that run data-parallel under torchrun; the others refuse to."""
@@ -54,6 +58,8 @@ def _attach_logging(args: argparse.Namespace) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    if not args.verbose:  # the run's narrative (log.txt's sections) stays in log.txt
+        handler.addFilter(lambda record: record.name != RUN_LOG or record.levelno >= logging.WARNING)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     return handler
@@ -84,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_handler: logging.Handler | None = None
     try:
         args = parser.parse_args(argv)
+        args.command_line = shlex.join(["secateurs", *(sys.argv[1:] if argv is None else argv)])
         log_handler = _attach_logging(args)
         if args.threads is not None:
             if args.threads < 1:

@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from secateurs.bench.results import parse_row
 from secateurs.errors import RunDirError
 from secateurs.io.files import load_tensors, tensor_shapes
 from secateurs.models import build_model
 from secateurs.runs.directory import load_run, read_run, writing_run
+from secateurs.runs.record import parse_record
 from secateurs.sparsity.masks import MaskStore
 from secateurs.structure.plan import PLAN_FORMAT, replay_plan
 
@@ -50,7 +52,7 @@ def valid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with writing_run(out) as stage:
         stage.save_model(model)
         stage.save_masks(masks)
-        stage.commit(copy.deepcopy(INFO))
+        stage.commit(parse_record(copy.deepcopy(INFO)))
     return out
 
 
@@ -102,6 +104,28 @@ def test_deeply_nested_run_json_is_a_clean_error(valid_run: Path, tmp_path: Path
         read_run(run)
 
 
+ROW: dict[str, Any] = {
+    "key": "lenet300|magnitude|0.5|0",
+    "suite": "fuzz",
+    "model": "lenet300",
+    "method": "magnitude",
+    "label": "magnitude",
+    "sparsity": 0.5,
+    "seed": 0,
+    "metrics": {"test_accuracy": 0.9, "params": 10, "latency_ms": {"threads": 1, "batch_1": 0.1}},
+    "before_finetune": {"test_accuracy": 0.8},
+    "history": {"method": [], "finetune": []},
+    "timings": {"wall_s": 1.0},
+}
+
+
+@fuzz_settings()
+@given(mutated(ROW, (*ROW, "test_accuracy", "latency_ms", "batch_1", "method")) | json_values)
+@example({**ROW, "schema_version": [2]})
+def test_result_rows(row: Any) -> None:
+    loads_or_fails_cleanly(lambda: parse_row(row))
+
+
 # ------------------------------------------------------------------------------------ plan.json
 class Tiny(nn.Module):
     def __init__(self) -> None:
@@ -131,6 +155,7 @@ def test_the_valid_plan_replays() -> None:
 @example({"format": PLAN_FORMAT, "steps": [{"root": "a", "channels": float("inf"), "removed": [1]}]})  # found
 @example({"format": PLAN_FORMAT, "steps": [{"root": "a", "channels": 4, "removed": [float("inf")]}]})  # found
 @example({"format": PLAN_FORMAT, "steps": [{"root": "", "channels": 4, "removed": [1]}]})
+@example({**PLAN, "format": []})  # found: an unhashable format escaped as TypeError
 def test_plan_json(plan: Any) -> None:
     loads_or_fails_cleanly(lambda: replay_plan(Tiny(), plan, EXAMPLE_INPUT))
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from secateurs.bench import runner
-from secateurs.bench.results import ResultsFile
+from secateurs.bench.results import ResultRow, ResultsFile
 from secateurs.methods import iterative_run
 from secateurs.training import loop
 
@@ -47,8 +47,8 @@ def killing_after(calls: int | None, real: Callable[..., Any], seen: list[Path])
     return wrapper
 
 
-def row(out: Path) -> dict[str, Any]:
-    (cell,) = [r for r in ResultsFile(out / "results.jsonl").read() if r["method"] != "dense"]
+def row(out: Path) -> ResultRow:
+    (cell,) = [r for r in ResultsFile(out / "results.jsonl").read() if r.method != "dense"]
     return cell
 
 
@@ -82,9 +82,9 @@ def test_a_killed_cell_resumes_and_matches_an_uninterrupted_one(
     assert len(writes) == 1  # only the last epoch / round was redone: a restart would write `calls + 1`
 
     first, second = row(whole), row(killed)
-    assert second["timings"]["resumed"] is True and "resumed" not in first["timings"]
-    assert second["metrics"]["test_accuracy"] == first["metrics"]["test_accuracy"]
-    assert second["metrics"]["test_loss"] == first["metrics"]["test_loss"]  # bit for bit, not just close
-    assert second["metrics"]["nonzero_params"] == first["metrics"]["nonzero_params"]
-    assert second["train_epochs"] == first["train_epochs"]
+    assert second.timings.resumed is True and first.timings.resumed is None
+    assert second.metrics.test_accuracy == first.metrics.test_accuracy
+    assert second.metrics.test_loss == first.metrics.test_loss  # bit for bit, not just close
+    assert second.metrics.nonzero_params == first.metrics.nonzero_params
+    assert second.train_epochs == first.train_epochs
     assert not any((killed / "cells").iterdir())  # removed once the row was written

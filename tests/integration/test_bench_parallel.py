@@ -18,7 +18,7 @@ import torch
 
 import secateurs
 from secateurs.bench.parallel import ParallelOptions
-from secateurs.bench.results import ResultsFile
+from secateurs.bench.results import ResultRow, ResultsFile
 from secateurs.bench.suite import cells, load_suite
 from secateurs.cli import main
 from secateurs.errors import UsageError
@@ -49,9 +49,9 @@ def expected_keys(suite: Path) -> set[str]:
     return keys | {f"{model.name}|dense|0|{seed}" for seed in loaded.seeds for model in loaded.models}
 
 
-def comparable(row: dict[str, Any]) -> dict[str, Any]:
+def comparable(row: ResultRow) -> dict[str, Any]:
     """A row without what legitimately differs between runs: timings (also per epoch) and output paths."""
-    kept = {key: value for key, value in row.items() if key not in {"timings", "run"}}
+    kept = {key: value for key, value in row.to_json().items() if key not in {"timings", "run"}}
     history = kept.get("history")
     if isinstance(history, dict):
         kept["history"] = {
@@ -91,14 +91,14 @@ def test_parallel_rows_equal_the_serial_rows(tmp_path: Path) -> None:
         assert main(command) == 0
     finally:
         torch.set_num_threads(threads)
-    serial = {row["key"]: row for row in ResultsFile(tmp_path / "serial" / "results.jsonl").read()}
+    serial = {row.key: row for row in ResultsFile(tmp_path / "serial" / "results.jsonl").read()}
     parallel_rows = ResultsFile(tmp_path / "parallel" / "results.jsonl").read()
-    parallel = {row["key"]: row for row in parallel_rows}
+    parallel = {row.key: row for row in parallel_rows}
     assert len(parallel_rows) == len(parallel) == 5
     assert set(parallel) == set(serial) == expected_keys(suite)
     for key, row in serial.items():  # one thread everywhere: bit-identical training and metrics
         assert comparable(parallel[key]) == comparable(row), key
-    assert {row["timings"].get("jobs") for row in parallel_rows if row["method"] != "dense"} == {2}
+    assert {row.timings.jobs for row in parallel_rows if row.method != "dense"} == {2}
     log = (tmp_path / "parallel" / "dense" / "lenet300-seed0" / "log.txt").read_text()
     assert log.count("epoch 2:") == 1  # trained once, by one worker
     environment = json.loads((tmp_path / "parallel" / "environment.json").read_text())
@@ -118,7 +118,7 @@ def test_a_failing_cell_stops_the_suite_with_one_line(tmp_path: Path, capsys: py
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.startswith("secateurs:")]
     assert len(lines) == 1 and "lenet300|magnitude|0.5|0" in lines[0] and "nothing-matches*" in lines[0]
-    keys = [row["key"] for row in ResultsFile(tmp_path / "out" / "results.jsonl").read()]
+    keys = [row.key for row in ResultsFile(tmp_path / "out" / "results.jsonl").read()]
     assert "lenet300|magnitude|0.5|0" not in keys and "lenet300|dense|0|0" in keys
     assert multiprocessing.active_children() == []
 

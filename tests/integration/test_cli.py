@@ -76,7 +76,8 @@ def test_train_writes_a_complete_run_directory(dense_run: Path) -> None:
     assert metrics["macs"] == 784 * 300 + 300 * 100 + 100 * 10
     assert metrics["sparsity_prunable"] == 0.0
     assert metrics["val_accuracy"] > 0.9  # the synthetic data is easy; chance is 0.1
-    assert len(info["history"]) == 2 and info["history"][-1]["epoch"] == 2
+    assert info["schema_version"] == 2 and info["parent"] is None
+    assert len(info["history"]["train"]) == 2 and info["history"]["train"][-1]["epoch"] == 2
     assert set(info["preprocessing"]) >= {"mean", "std", "input_shape"}
     assert (dense_run / "log.txt").read_text().count("epoch") >= 2
     assert not (dense_run / "checkpoint").exists()

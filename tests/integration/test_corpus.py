@@ -29,10 +29,15 @@ from secateurs.cli import main
 from secateurs.data.files import write_cifar_binary, write_idx
 from secateurs.models import build_model
 from secateurs.runs.directory import writing_run
+from secateurs.runs.record import parse_record
 from secateurs.sparsity.masks import MaskStore
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
-FILES = sorted(path for path in CORPUS.rglob("*") if path.is_file() and path.suffix != ".py")
+VALID = CORPUS / "rundirs"
+"""Run directories written by older secateurs: valid input (tests/unit/runs/test_migration.py), not malformed."""
+FILES = sorted(
+    path for path in CORPUS.rglob("*") if path.is_file() and path.suffix != ".py" and VALID not in path.parents
+)
 FRAGMENTS = {"plan": "plan.json", "safetensors": ".safetensors", "idx": "train-", "cifar": "data_batch_1.bin"}
 """What the one error line must mention, per kind (the file the CLI was reading)."""
 
@@ -59,7 +64,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         with writing_run(root / name) as stage:
             stage.save_model(model)
             stage.save_masks(masks)
-            stage.commit(info(name))
+            stage.commit(parse_record(info(name)))
     rng = np.random.default_rng(0)
     (root / "idx").mkdir()
     for prefix, count in (("train", 24), ("t10k", 6)):

@@ -258,7 +258,7 @@ def test_killed_bench_completes_the_grid_without_duplicates(tmp_path: Path) -> N
     assert len(keys) == len(set(keys)) == len(expected) == 7  # dense + 2 methods × 3 sparsities
     assert set(keys) == set(expected)
     for row in rows:
-        for field in ("metrics", "before_finetune", "sparsity", "method", "config"):
+        for field in ("metrics", "metrics_before_finetune", "sparsity", "method", "config"):
             assert row.get(field) == expected[row["key"]].get(field), (row["key"], field)
     assert sorted(os.listdir(out / "runs")) == sorted(os.listdir(tmp_path / "reference" / "runs"))
     assert_complete_or_absent(out / "dense", out / "runs")

@@ -25,10 +25,12 @@ from secateurs.deploy.export_onnx import INPUT_NAME, onnxruntime_session
 from secateurs.errors import RunDirError
 from secateurs.models import build_model
 from secateurs.runs.directory import load_run, writing_run
-from secateurs.runs.update import record_in_run
+from secateurs.runs.record import History, Metrics, ModelSpec, Preprocessing, RunRecord
+from secateurs.runs.update import record_latency
 from secateurs.runtime.malloc import allocator_env_is_set
 from secateurs.sparsity.masks import MaskStore
 from secateurs.sparsity.targets import prunable_names
+from secateurs.structure.plan import parse_plan
 
 PREPROCESSING = {
     "dataset": "fashion-mnist",
@@ -61,16 +63,16 @@ def write_run(
     with writing_run(out) as stage:
         stage.save_model(model)
         stage.save_masks(masks)
-        stage.save_plan(plan)
+        stage.save_plan(parse_plan(plan) if plan is not None else None)
         stage.commit(
-            {
-                "kind": "prune",
-                "model": {"name": name, "input_shape": [1, 28, 28], "num_classes": 10},
-                "preprocessing": PREPROCESSING,
-                "seed": 0,
-                "metrics": {"val_accuracy": 0.5, "params": 1},
-                "history": [{"epoch": 1}],
-            }
+            RunRecord(
+                kind="prune",
+                model=ModelSpec(name=name, input_shape=[1, 28, 28], num_classes=10),
+                preprocessing=Preprocessing.model_validate(PREPROCESSING),
+                seed=0,
+                metrics=Metrics(val_accuracy=0.5, params=1),
+                history=History(method=[{"round": 1}]),
+            )
         )
     return out
 
@@ -299,12 +301,12 @@ def test_record_refuses_a_run_being_written(runs: dict[str, Path], tmp_path: Pat
     lock.write_text(str(os.getppid()))  # a live process that is not us holds the lock
     try:
         with pytest.raises(RunDirError, match="being written by another secateurs process"):
-            record_in_run(run, "latency", "torch", {"x": 1})
+            record_latency(run, "torch", {"x": 1})
     finally:
         lock.unlink()
-    info = record_in_run(run, "latency", "torch", {"x": 1})
-    assert info["latency"] == {"torch": {"x": 1}}
+    record = record_latency(run, "torch", {"x": 1})
+    assert record.latency == {"torch": {"x": 1}}
     assert json.loads((run / "run.json").read_text())["latency"] == {"torch": {"x": 1}}
-    (run / "run.json").write_text(json.dumps({**info, "latency": [1]}))
-    with pytest.raises(RunDirError, match="'latency' must be a JSON object"):
-        record_in_run(run, "latency", "torch", {})
+    (run / "run.json").write_text(json.dumps({**record.to_json(), "latency": [1]}))
+    with pytest.raises(RunDirError, match=r"run.json: latency: Input should be a valid dictionary"):
+        record_latency(run, "torch", {})

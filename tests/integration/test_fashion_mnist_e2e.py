@@ -57,19 +57,18 @@ def test_smoke_suite_runs_and_resumes_without_duplicates(tmp_path: Path) -> None
     out = tmp_path / "smoke"
     assert main(["--quiet", "bench", str(suite), "--out", str(out), "--set", "measure.latency=false"]) == 0
     rows = ResultsFile(out / "results.jsonl").read()
-    keys = [row["key"] for row in rows]
+    keys = [row.key for row in rows]
     assert len(keys) == len(set(keys)) == 1 + 4 * 2  # the dense row + 4 methods × 2 sparsities
-    by_label = {(row["label"], row["sparsity"]): row for row in rows}
-    dense = by_label[("dense", 0.0)]["metrics"]["test_accuracy"]
-    assert dense > 0.8
+    by_label = {(row.label, row.sparsity): row for row in rows}
+    dense = by_label[("dense", 0.0)].metrics.test_accuracy
+    assert dense is not None and dense > 0.8
     for label in ("magnitude", "magnitude-global", "magnitude-global-raw"):
-        assert by_label[(label, 0.5)]["metrics"]["sparsity_prunable"] == pytest.approx(0.5, abs=1e-5)
-        assert by_label[(label, 0.9)]["metrics"]["sparsity_prunable"] == pytest.approx(0.9, abs=1e-5)
+        assert by_label[(label, 0.5)].metrics.sparsity_prunable == pytest.approx(0.5, abs=1e-5)
+        assert by_label[(label, 0.9)].metrics.sparsity_prunable == pytest.approx(0.9, abs=1e-5)
     # magnitude beats random before fine-tuning at 90 % (the floor every method must beat)
-    assert (
-        by_label[("magnitude", 0.9)]["before_finetune"]["test_accuracy"]
-        > by_label[("random", 0.9)]["before_finetune"]["test_accuracy"] + 0.1
-    )
+    magnitude = by_label[("magnitude", 0.9)].metrics_before_finetune.test_accuracy
+    random = by_label[("random", 0.9)].metrics_before_finetune.test_accuracy
+    assert magnitude is not None and random is not None and magnitude > random + 0.1
     # a re-run finds every cell done and adds nothing
     assert main(["--quiet", "bench", str(suite), "--out", str(out), "--set", "measure.latency=false"]) == 0
-    assert [row["key"] for row in ResultsFile(out / "results.jsonl").read()] == keys
+    assert [row.key for row in ResultsFile(out / "results.jsonl").read()] == keys

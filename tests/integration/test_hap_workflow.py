@@ -34,11 +34,14 @@ def test_hap_run_with_implants_reloads_and_remeasures_identically(tmp_path: Path
     assert (tmp_path / "hap" / "plan.json").is_file()
     plan = json.loads((tmp_path / "hap" / "plan.json").read_text())
     assert any(step.get("kind") == "implant" for step in plan["steps"])
-    method_info = info["method_info"]
+    method_info = info.method_info
+    assert method_info is not None
     assert method_info["probes"] == 4 and method_info["calibration_images"] == 128
-    assert info["timings"]["score_s"] > 0
+    assert info.timings.score_s is not None and info.timings.score_s > 0
     assert method_info["realised"]["params_removed"] == pytest.approx(0.5, abs=0.03)
-    assert info["metrics"]["params"] == method_info["params"]
+    assert info.metrics.params == method_info["params"]
+    log = (tmp_path / "hap" / "log.txt").read_text()
+    assert f"implanted_channels={method_info['implanted_channels']}" in log and "implanted (plan.json)" in log
     run = load_run(tmp_path / "hap")
     assert any(isinstance(m, ImplantedConv2d) for m in run.model.modules())
     implants = [m.implant.weight.detach() for m in run.model.modules() if isinstance(m, ImplantedConv2d)]
@@ -53,5 +56,5 @@ def test_hap_run_with_implants_reloads_and_remeasures_identically(tmp_path: Path
         )
     assert not (tmp_path / "too-much").exists() and not list(tmp_path.glob(".too-much*"))
     again = evaluate_run(tmp_path / "hap")
-    assert again["val_accuracy"] == info["metrics"]["val_accuracy"]
-    assert again["params"] == info["metrics"]["params"] and again["macs"] == info["metrics"]["macs"]
+    assert again.val_accuracy == info.metrics.val_accuracy
+    assert again.params == info.metrics.params and again.macs == info.metrics.macs

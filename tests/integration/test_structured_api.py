@@ -151,7 +151,7 @@ def test_a_plan_that_does_not_match_the_model_is_named(tmp_path: Path) -> None:
     result = sec.prune(Mixed().eval(), "l2-filter", 0.3, example_inputs=inputs[:2])
     sec.save(result, tmp_path / "run", model_name="mixed", num_classes=3)
     assert result.plan is not None
-    steps = [dict(step) for step in result.plan["steps"]]
+    steps = result.plan.to_json()["steps"]
     steps[0]["channels"] = 99
     atomic_write_json(tmp_path / "run" / "plan.json", {"format": "secateurs-plan/1", "steps": steps})
     with pytest.raises(RunDirError, match=rf"layer '{steps[0]['root']}' has \d+ output channels, the plan expects 99"):

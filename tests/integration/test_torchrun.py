@@ -86,8 +86,10 @@ def test_two_processes_train_like_one(runs: dict[str, Path]) -> None:
     single, double = run_json(runs["one"] / "dense"), run_json(runs["two"] / "dense")
     for split in ("val_accuracy", "test_accuracy"):
         assert abs(single["metrics"][split] - double["metrics"][split]) <= 0.005, split
-    assert [r["step"] for r in double["history"]] == [r["step"] for r in single["history"]] == [34, 68]
-    for a, b in zip(single["history"], double["history"]):
+    assert (
+        [r["step"] for r in double["history"]["train"]] == [r["step"] for r in single["history"]["train"]] == [34, 68]
+    )
+    for a, b in zip(single["history"]["train"], double["history"]["train"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
     weights_one = load_tensors(runs["one"] / "dense" / "model.safetensors")
     weights_two = load_tensors(runs["two"] / "dense" / "model.safetensors")

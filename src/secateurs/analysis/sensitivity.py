@@ -32,10 +32,9 @@ from secateurs.allocation.elements import select_layerwise
 from secateurs.api import load_splits
 from secateurs.api.measure import eval_loader
 from secateurs.config import DataConfig
-from secateurs.data.loader import Normalization
 from secateurs.errors import RunDirError, UsageError
 from secateurs.metrics.accuracy import evaluate
-from secateurs.runs.directory import LoadedRun, load_run
+from secateurs.runs.directory import LoadedRun, load_run, recorded_normalization
 from secateurs.scoring import SCORERS
 from secateurs.scoring.base import ScoreContext
 from secateurs.sparsity.fractions import check_sparsity
@@ -166,16 +165,17 @@ def validation_batches(
     run: LoadedRun, *, data_dir: str | None = None, subset: int | None = None, batch_size: int = 1000
 ) -> list[Batch]:
     """The validation split of the dataset ``run`` was trained on, preprocessed as recorded, in fixed batches."""
-    data = DataConfig.from_record(run.info.get("config", {}).get("data"), data_dir, str(run.path))
+    recorded = run.record.config.data
+    data = DataConfig.from_record(
+        recorded.model_dump(mode="json") if recorded is not None else None, data_dir, str(run.path)
+    )
     splits = load_splits(data)
-    if tuple(run.info["model"]["input_shape"]) != splits.dataset.input_shape:
+    if run.input_shape != splits.dataset.input_shape:
         raise RunDirError(
-            f"{run.path} was trained on inputs {tuple(run.info['model']['input_shape'])}, "
-            f"the data has {splits.dataset.input_shape}"
+            f"{run.path} was trained on inputs {run.input_shape}, the data has {splits.dataset.input_shape}"
         )
     validation = splits.val if subset is None else splits.val.subset(slice(0, subset))
-    preprocessing = run.info["preprocessing"]
-    normalization = Normalization(tuple(preprocessing["mean"]), tuple(preprocessing["std"]))
+    normalization = recorded_normalization(run)
     return list(eval_loader(validation, normalization, run.model, batch_size))
 
 

@@ -15,6 +15,7 @@ from secateurs.metrics.accuracy import evaluate
 from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.metrics.robustness import AttackConfig, PixelSpace, robust_accuracy
 from secateurs.models import build_model
+from secateurs.runs.record import Metrics
 from secateurs.sparsity.masks import baked_copy
 from secateurs.training.loop import has_conv
 
@@ -35,16 +36,20 @@ def calibration_batches(
 
 def accuracy_metrics(
     model: nn.Module, splits: Splits, normalization: Normalization, subset: int | None = None
-) -> dict[str, float]:
-    """Validation and test accuracy/loss (the test set is read only here, for the final report)."""
-    metrics: dict[str, float] = {}
+) -> Metrics:
+    """Validation and test accuracy/loss (the test set is read only here, for the final report).
+
+    ``subset`` evaluates only the first images of each split. Mutates nothing (the model is put in
+    eval mode for the evaluation and back).
+    """
+    found: dict[str, float] = {}
     for split, data in (("val", splits.val), ("test", splits.test)):
         if subset is not None:
             data = data.subset(slice(0, subset))
         result = evaluate(model, eval_loader(data, normalization, model))
-        metrics[f"{split}_accuracy"] = result.accuracy
-        metrics[f"{split}_loss"] = result.loss
-    return metrics
+        found[f"{split}_accuracy"] = float(result.accuracy)
+        found[f"{split}_loss"] = float(result.loss)
+    return Metrics.model_validate(found)
 
 
 def measure_model(
@@ -55,28 +60,36 @@ def measure_model(
     dense: SizeReport,
     measure: MeasureConfig,
     eval_subset: int | None = None,
-) -> dict[str, Any]:
-    """Everything run.json reports about a model: accuracies, sizes, sparsities and latency."""
+) -> Metrics:
+    """Everything run.json reports about a model: accuracies, sizes, sparsities, latency, robustness.
+
+    Sparsities are against ``dense``; latency (when ``measure.latency``) is timed on a copy with the
+    masks multiplied in. Mutates nothing.
+    """
     input_shape = splits.dataset.input_shape
-    metrics: dict[str, Any] = accuracy_metrics(model, splits, normalization, eval_subset)
-    metrics.update(size_report(model, input_shape, dense_reference=dense).to_dict())
+    found: dict[str, Any] = accuracy_metrics(model, splits, normalization, eval_subset).to_json()
+    found.update(size_report(model, input_shape, dense_reference=dense).to_dict())
     if measure.robustness is not None:
-        metrics["robustness"] = robustness_metrics(model, splits.test, normalization, measure.robustness)
+        found["robustness"] = robustness_metrics(model, splits.test, normalization, measure.robustness)
     if measure.latency:
         timing = measure_latency(
             baked_copy(model), input_shape, batch_sizes=measure.latency_batches, repeats=measure.latency_repeats
         )
-        metrics["latency_ms"] = {
+        found["latency_ms"] = {
             key: (value["median_ms"] if isinstance(value, dict) else value) for key, value in timing.items()
         }
-        metrics["latency_p90_ms"] = {key: value["p90_ms"] for key, value in timing.items() if isinstance(value, dict)}
-    return metrics
+        found["latency_p90_ms"] = {key: value["p90_ms"] for key, value in timing.items() if isinstance(value, dict)}
+    return Metrics.model_validate(found)
 
 
 def robustness_metrics(
     model: nn.Module, data: TensorData, normalization: Normalization, config: RobustnessConfig
 ) -> dict[str, Any]:
-    """FGSM/PGD accuracy on the first ``config.examples`` images of ``data`` (ε in pixel units)."""
+    """FGSM/PGD accuracy on the first ``config.examples`` images of ``data`` (ε in pixel units).
+
+    Returns `secateurs.runs.record.Robustness`'s JSON object (accuracies per attack and ε, clean
+    accuracy, the settings).
+    """
 
     subset = data.subset(slice(0, config.examples))
     attacks = AttackConfig(
@@ -88,7 +101,12 @@ def robustness_metrics(
     )
     loader = BatchLoader(subset, config.batch_size, normalization)
     accuracy = robust_accuracy(model, loader, PixelSpace(normalization.mean, normalization.std), attacks)
-    return {**accuracy, "examples": len(subset), "split": "test", **config.model_dump(exclude={"examples"})}
+    return {
+        **accuracy,
+        "examples": len(subset),
+        "split": "test",
+        **config.model_dump(mode="json", exclude={"examples"}),
+    }
 
 
 def reference_size(model_name: str, splits: Splits) -> SizeReport:

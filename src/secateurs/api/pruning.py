@@ -32,16 +32,22 @@ from secateurs.methods.gradual_sparsifier import GradualSparsifier
 from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.scoring.base import LossFn
 from secateurs.sparsity.masks import MaskStore
+from secateurs.structure.plan import Plan, parse_plan
 
 
 @dataclass
 class PruneResult:
-    """What `prune` returns: the pruned model, what was removed, and its measured size."""
+    """What `prune` returns: the pruned model, what was removed, and its measured size.
+
+    ``masks`` for masked methods, ``plan`` (a `Plan`, what plan.json stores) for physically pruned
+    ones; ``info`` and ``history`` are the method's own report (run.json's ``method_info`` and
+    ``history.method``); ``score_seconds`` the scoring time, ``seconds`` the whole pruning time.
+    """
 
     model: nn.Module
     config: PruneConfig
     masks: MaskStore | None
-    plan: dict[str, Any] | None
+    plan: Plan | None
     dense: SizeReport
     size: SizeReport
     input_shape: tuple[int, ...]
@@ -188,7 +194,7 @@ def prune(
         model=outcome.model,
         config=config,
         masks=outcome.masks,
-        plan=outcome.plan,
+        plan=parse_plan(outcome.plan) if outcome.plan is not None else None,
         dense=dense,
         size=size_report(outcome.model, input_shape, dense_reference=dense),
         input_shape=input_shape,
@@ -250,5 +256,3 @@ def gradual(
         every=every,
         optimizer=optimizer,
     )
-
-

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from secateurs.api.runs import RunOptions, load_splits, prune_run, train_run
 from secateurs.config import MeasureConfig, Recipe, load_recipe
 from secateurs.io.paths import safe_child
+from secateurs.runs.record import RunRecord
 
 
 def run_recipe(
@@ -18,13 +18,16 @@ def run_recipe(
     out_root: Path = Path("runs"),
     overwrite: bool = False,
     progress: bool = False,
-) -> list[dict[str, Any]]:
+    invocation: str | None = None,
+) -> list[RunRecord]:
     """Run the recipe at ``path``; writes ``OUT_ROOT/NAME/dense`` and ``OUT_ROOT/NAME/pruned``.
 
-    With ``from:`` only the pruned run is written (``OUT_ROOT/NAME``). Returns the runs' run.json.
+        With ``from:`` only the pruned run is written (``OUT_ROOT/NAME``). Returns the runs' records.
+    ``invocation`` (the command line) heads each run's log.txt; by default it names the recipe.
     """
     recipe: Recipe = load_recipe(path, overrides)
     root = safe_child(out_root, recipe.name)
+    invocation = invocation or f"Python API: run_recipe({str(path)!r}, overrides={list(overrides)!r})"
     measure: MeasureConfig = recipe.measure
     results = []
     if recipe.source is None:
@@ -37,9 +40,11 @@ def run_recipe(
                 recipe.data,
                 recipe.train,
                 seed=recipe.seed,
-                options=RunOptions(out=dense_dir, overwrite=overwrite, progress=progress, measure=measure),
+                options=RunOptions(
+                    out=dense_dir, overwrite=overwrite, progress=progress, measure=measure, invocation=invocation
+                ),
                 splits=splits,
-                extra={"recipe": recipe.model_dump(by_alias=True)},
+                recipe=recipe.model_dump(mode="json", by_alias=True),
             )
         )
         source, out = dense_dir, root / "pruned"
@@ -53,7 +58,9 @@ def run_recipe(
                 recipe.method,
                 recipe.finetune,
                 seed=recipe.seed,
-                options=RunOptions(out=out, overwrite=overwrite, progress=progress, measure=measure),
+                options=RunOptions(
+                    out=out, overwrite=overwrite, progress=progress, measure=measure, invocation=invocation
+                ),
                 calibration=recipe.calibration,
                 data_dir=recipe.data.dir,
                 splits=splits,

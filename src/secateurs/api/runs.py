@@ -2,7 +2,9 @@
 
 `train_run` trains a registry model from scratch; `prune_run` prunes a finished run and fine-tunes
 it; `evaluate_run` re-measures a finished run. Each writes (or reads) one run directory as described
-in ARCHITECTURE.md and returns the content of its run.json.
+in ARCHITECTURE.md: `train_run` and `prune_run` return its run.json as a `RunRecord`, and tell the run
+in its log.txt (`secateurs.api.runlog`: the command, the resolved config, data and model, what the
+method did, the metrics before and after fine-tuning, the timings and the files written).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateurs.api import runlog
 from secateurs.api.measure import accuracy_metrics, calibration_batches, measure_model, reference_size
 from secateurs.api.pruning import PruneResult, prune
 from secateurs.api.training import build_initialized
@@ -30,6 +33,16 @@ from secateurs.methods.gradual import GradualMethod, gradual_info
 from secateurs.metrics.counts import size_report
 from secateurs.runs.directory import LoadedRun, load_run, recorded_normalization
 from secateurs.runs.distributed import writing_run_on
+from secateurs.runs.record import (
+    History,
+    Metrics,
+    ModelSpec,
+    Preprocessing,
+    RunConfig,
+    RunRecord,
+    SplitRecord,
+    Timings,
+)
 from secateurs.runtime import distributed
 from secateurs.training import consistency
 from secateurs.training.batchnorm import recalibrate_batchnorm_
@@ -47,6 +60,8 @@ class RunOptions:
     resume: bool = False
     progress: bool = False
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    invocation: str | None = None
+    """The command line that started the run (the CLI sets it); None: log.txt names the Python call."""
 
 
 def load_splits(data: DataConfig) -> Splits:
@@ -54,26 +69,33 @@ def load_splits(data: DataConfig) -> Splits:
     return split_validation(load_data(data), data.split, data.split_seed)
 
 
-def model_spec(name: str, splits: Splits) -> dict[str, Any]:
-    return {"name": name, "input_shape": list(splits.dataset.input_shape), "num_classes": splits.dataset.num_classes}
-
-
-def preprocessing(splits: Splits) -> dict[str, Any]:
+def model_spec(name: str, splits: Splits) -> ModelSpec:
+    """What `load_run` rebuilds for a registry model trained on ``splits``."""
     dataset = splits.dataset
-    return {
-        "dataset": dataset.name,
-        "input_shape": list(dataset.input_shape),
-        "mean": list(dataset.mean),
-        "std": list(dataset.std),
-        "scale": "x / 255, then (x - mean) / std per channel",
+    return ModelSpec(name=name, input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
+
+
+def preprocessing(splits: Splits) -> Preprocessing:
+    """The input scaling of ``splits``' dataset, as run.json records it (with what decoding files did)."""
+    dataset = splits.dataset
+    return Preprocessing(
+        dataset=dataset.name,
+        input_shape=list(dataset.input_shape),
+        mean=[float(value) for value in dataset.mean],
+        std=[float(value) for value in dataset.std],
+        scale="x / 255, then (x - mean) / std per channel",
+        classes=list(dataset.classes) if dataset.classes is not None else None,
         **dataset.preprocessing,
-        **({"classes": list(dataset.classes)} if dataset.classes is not None else {}),
-    }
+    )
 
 
-def split_record(splits: Splits) -> dict[str, Any]:
+def _invocation(options: RunOptions, call: str) -> str:
+    return options.invocation or f"Python API: {call}"
+
+
+def split_record(splits: Splits) -> SplitRecord | None:
     """run.json's ``split``: kind, seed, sizes and class histograms of the train and validation splits."""
-    return splits.info.to_dict() if splits.info is not None else {}
+    return SplitRecord.model_validate(splits.info.to_dict()) if splits.info is not None else None
 
 
 def train_run(
@@ -85,22 +107,37 @@ def train_run(
     options: RunOptions,
     splits: Splits | None = None,
     callbacks: Sequence[Callback] = (),
-    extra: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
     gradual: PruneConfig | None = None,
-) -> dict[str, Any]:
-    """Train ``model_name`` from scratch into the run directory ``options.out``.
+) -> RunRecord:
+    """Train ``model_name`` from scratch into the run directory ``options.out``; returns its record.
 
     With ``gradual`` (a gradual method's config, e.g. campfire) the method prunes while the model
-    trains: its callback and mask store join the trainer and the run saves masks.safetensors. Under
-    torchrun the ranks train data-parallel and rank 0 alone writes (and measures) the run.
+    trains: its callback and mask store join the trainer and the run saves masks.safetensors.
+    ``recipe`` (the recipe that asked for the run, as resolved) is recorded as is. Under torchrun the
+    ranks train data-parallel and rank 0 alone writes (and measures) the run.
     """
     splits = splits or load_splits(data)
     started = time.perf_counter()
     method = _gradual_method(gradual)
     world = distributed.current_world()
+    config = RunConfig.model_validate(
+        {
+            "data": data.model_dump(mode="json"),
+            "model": model_name,
+            "train": train.model_dump(mode="json"),
+            "method": gradual.model_dump(mode="json") if gradual is not None else None,
+        }
+    )
     with writing_run_on(world, options.out, overwrite=options.overwrite, resume=options.resume) as stage:
+        runlog.emit(
+            runlog.command_section(_invocation(options, f"train_run({model_name!r}, out={str(options.out)!r})"))
+        )
+        runlog.emit(runlog.config_section(config))
+        runlog.emit(runlog.data_section(splits))
         model = build_initialized(model_name, splits, train.init, seed)
         dense = size_report(model, splits.dataset.input_shape)
+        runlog.emit(runlog.model_section(model_name, dense))
         pruning = None
         if method is not None and gradual is not None:
             pruning = method.callback(model, gradual, method.parse_options(gradual.options))
@@ -118,6 +155,10 @@ def train_run(
         summary = trainer.fit(resume=stage.resumed)
         model.cpu()
         masks = trainer.masks
+        runlog.emit(runlog.training_section(summary.epochs, summary.stop_reason, summary.train_seconds))
+        method_info = gradual_info(model, pruning) if pruning is not None else None
+        if method_info is not None and gradual is not None:
+            runlog.emit(runlog.gradual_section(gradual, method_info))
         metrics = (
             measure_model(
                 model,
@@ -128,33 +169,31 @@ def train_run(
                 eval_subset=train.eval_subset,
             )
             if world.is_main
-            else {}
+            else Metrics()
         )
+        runlog.emit(runlog.metrics_section(metrics))
         stage.save_model(model)
         stage.save_masks(masks)
-        info = {
-            "kind": "train",
-            "parent": None,
-            "seed": seed,
-            "config": {
-                "data": data.model_dump(),
-                "model": model_name,
-                "train": train.model_dump(),
-                **({"method": gradual.model_dump()} if gradual is not None else {}),
-            },
-            "model": model_spec(model_name, splits),
-            "preprocessing": preprocessing(splits),
-            "split": split_record(splits),
-            "metrics": metrics,
-            "history": summary.history,
-            "stop_reason": summary.stop_reason,
-            "train_epochs": summary.epochs,
-            "train_steps": summary.steps,
-            **({"method_info": gradual_info(model, pruning)} if pruning is not None else {}),
-            "timings": {"wall_s": time.perf_counter() - started, "train_s": summary.train_seconds},
-            **(extra or {}),
-        }
-        return stage.commit(info)
+        timings = Timings(wall_s=time.perf_counter() - started, train_s=summary.train_seconds)
+        runlog.emit(runlog.timings_section(timings))
+        record = RunRecord(
+            kind="train",
+            parent=None,
+            seed=seed,
+            config=config,
+            model=model_spec(model_name, splits),
+            preprocessing=preprocessing(splits),
+            split=split_record(splits),
+            metrics=metrics,
+            history=History(train=summary.history),
+            stop_reason=summary.stop_reason,
+            method_info=method_info,
+            train_epochs=summary.epochs,
+            train_steps=summary.steps,
+            timings=timings,
+            recipe=recipe,
+        )
+        return stage.commit(record)
 
 
 def _gradual_method(config: PruneConfig | None) -> GradualMethod | None:
@@ -174,9 +213,10 @@ def _gradual_method(config: PruneConfig | None) -> GradualMethod | None:
 
 def _data_of(parent: LoadedRun, data_dir: str | None) -> DataConfig:
     """The data ``parent`` was trained on (its split too: `DataConfig.from_record`)."""
-    config = parent.info.get("config")
-    recorded = config.get("data") if isinstance(config, dict) else None
-    return DataConfig.from_record(recorded, data_dir, str(parent.path))
+    recorded = parent.record.config.data
+    return DataConfig.from_record(
+        recorded.model_dump(mode="json") if recorded is not None else None, data_dir, str(parent.path)
+    )
 
 
 @dataclass
@@ -185,8 +225,8 @@ class PrunedModel:
 
     model: nn.Module
     pruning: PruneResult
-    before_finetune: dict[str, float]
-    metrics: dict[str, Any]
+    metrics_before_finetune: Metrics
+    metrics: Metrics
     finetune_history: list[dict[str, Any]]
     finetune_seconds: float
     train_epochs: float
@@ -213,7 +253,8 @@ def prune_and_finetune(
     Methods that train while they prune (iterative, gradual) receive ``finetune`` as their training
     budget instead of a separate fine-tuning phase. Under torchrun the masks (or plan) are made
     identical on every rank after pruning, fine-tuning is data-parallel, the masks are checked again
-    before they are returned, and only rank 0 measures (the others return empty metrics).
+    before they are returned, and only rank 0 measures (the others return empty metrics). Logs the
+    method, before-fine-tuning, fine-tuning and metrics sections of log.txt (`secateurs.api.runlog`).
     """
     world = distributed.current_world()
     method = METHODS.get(config.method)
@@ -233,13 +274,16 @@ def prune_and_finetune(
         dense=reference_size(model_name, splits),
     )
     model = outcome.model
+    runlog.emit(runlog.method_section(outcome, method))
     if world.distributed:
         consistency.synchronize_masks_(outcome.masks, world)
-        consistency.check_identical_json(outcome.plan, "pruning plans", world)
+        plan = outcome.plan.to_json() if outcome.plan is not None else None
+        consistency.check_identical_json(plan, "pruning plans", world)
     if measure.bn_recalibrate:
         train_batches = BatchLoader(splits.train, 256, normalization, channels_last=has_conv(model))
         recalibrate_batchnorm_(model, _take(train_batches, measure.bn_batches))
-    before = accuracy_metrics(model, splits, normalization, eval_subset) if world.is_main else {}
+    before = accuracy_metrics(model, splits, normalization, eval_subset) if world.is_main else Metrics()
+    runlog.emit(runlog.before_finetune_section(before))
     history: list[dict[str, Any]] = []
     seconds = 0.0
     if finetune is not None and not method.trains and finetune.has_budget:
@@ -256,6 +300,7 @@ def prune_and_finetune(
         summary = trainer.fit(resume=resume)
         history, seconds = summary.history, summary.train_seconds
         model.cpu()
+    runlog.emit(runlog.finetune_section(finetune, method.trains, config.method, seconds))
     if world.distributed and outcome.masks is not None:
         consistency.check_identical(outcome.masks.state_dict(), "masks after fine-tuning", world)
     metrics = (
@@ -268,15 +313,16 @@ def prune_and_finetune(
             eval_subset=eval_subset,
         )
         if world.is_main
-        else {}
+        else Metrics()
     )
+    runlog.emit(runlog.metrics_section(metrics))
     steps_per_epoch = epoch_steps(splits, finetune)[0] if finetune is not None else 1
     extra_epochs = finetune.budget_epochs(steps_per_epoch) if finetune is not None and not method.trains else 0.0
     train_epochs = outcome.train_epochs + extra_epochs
     return PrunedModel(
         model=model,
         pruning=outcome,
-        before_finetune=before,
+        metrics_before_finetune=before,
         metrics=metrics,
         finetune_history=history,
         finetune_seconds=seconds,
@@ -295,24 +341,43 @@ def prune_run(
     calibration: CalibrationConfig | None = None,
     data_dir: str | None = None,
     splits: Splits | None = None,
-) -> dict[str, Any]:
-    """Prune the finished run ``source``, fine-tune, measure, and write the run directory ``options.out``."""
+) -> RunRecord:
+    """Prune the finished run ``source``, fine-tune, measure, and write the run directory ``options.out``.
+
+    Returns the new run's record; ``source`` is only read.
+    """
     calibration = calibration or CalibrationConfig()
     started = time.perf_counter()
     METHODS.get(config.method).parse_options(config.options)  # fail on bad options before any work
     parent = load_run(Path(source))
     data = _data_of(parent, data_dir)
     splits = splits or load_splits(data)
-    spec = parent.info["model"]
-    if tuple(spec["input_shape"]) != splits.dataset.input_shape:
+    spec = parent.record.model
+    if tuple(spec.input_shape) != splits.dataset.input_shape:
         raise RunDirError(
-            f"{source} was trained on inputs {tuple(spec['input_shape'])}, the data has {splits.dataset.input_shape}"
+            f"{source} was trained on inputs {tuple(spec.input_shape)}, the data has {splits.dataset.input_shape}"
         )
+    run_config = RunConfig.model_validate(
+        {
+            "data": data.model_dump(mode="json"),
+            "model": spec.name,
+            "method": config.model_dump(mode="json"),
+            "finetune": finetune.model_dump(mode="json") if finetune is not None else None,
+            "calibration": calibration.model_dump(mode="json"),
+            "measure": options.measure.model_dump(mode="json"),
+        }
+    )
     world = distributed.current_world()
     with writing_run_on(world, options.out, overwrite=options.overwrite, resume=options.resume) as stage:
+        call = f"prune_run({str(source)!r}, method={config.method!r}, out={str(options.out)!r})"
+        runlog.emit(runlog.command_section(_invocation(options, call)))
+        runlog.emit(runlog.config_section(run_config))
+        runlog.emit(runlog.data_section(splits))
+        parent_size = size_report(parent.model, splits.dataset.input_shape)
+        runlog.emit(runlog.model_section(spec.name, parent_size, parent.record, str(source)))
         result = prune_and_finetune(
             parent.model,
-            spec["name"],
+            spec.name,
             splits,
             config,
             finetune,
@@ -326,35 +391,37 @@ def prune_run(
         stage.save_model(result.model)
         stage.save_masks(result.pruning.masks)
         stage.save_plan(result.pruning.plan)
-        info = {
-            "kind": "prune",
-            "parent": str(Path(source)),
-            "seed": seed,
-            "config": {
-                "data": data.model_dump(),
-                "model": spec["name"],
-                "method": config.model_dump(),
-                "finetune": finetune.model_dump() if finetune is not None else None,
-                "calibration": calibration.model_dump(),
-                "measure": options.measure.model_dump(),
-            },
-            "model": dict(spec),
-            "preprocessing": parent.info["preprocessing"],
-            "split": split_record(splits),
-            "dense": {k: parent.info["metrics"].get(k) for k in ("val_accuracy", "test_accuracy", "params", "macs")},
-            "metrics": result.metrics,
-            "metrics_before_finetune": result.before_finetune,
-            "method_info": result.pruning.info,
-            "history": {"method": result.pruning.history, "finetune": result.finetune_history},
-            "train_epochs": result.train_epochs,
-            "train_steps": result.train_steps,
-            "timings": {
-                "wall_s": time.perf_counter() - started,
-                "score_s": result.pruning.score_seconds,
-                "finetune_s": result.finetune_seconds,
-            },
-        }
-        return stage.commit(info)
+        timings = Timings(
+            wall_s=time.perf_counter() - started,
+            score_s=result.pruning.score_seconds,
+            prune_s=result.pruning.seconds,
+            finetune_s=result.finetune_seconds,
+        )
+        runlog.emit(runlog.timings_section(timings))
+        recorded = parent.record.metrics
+        record = RunRecord(
+            kind="prune",
+            parent=str(Path(source)),
+            seed=seed,
+            config=run_config,
+            model=spec,
+            preprocessing=parent.record.preprocessing,
+            split=split_record(splits),
+            dense=Metrics(
+                val_accuracy=recorded.val_accuracy,
+                test_accuracy=recorded.test_accuracy,
+                params=recorded.params,
+                macs=recorded.macs,
+            ),
+            metrics=result.metrics,
+            metrics_before_finetune=result.metrics_before_finetune,
+            method_info=result.pruning.info,
+            history=History(method=result.pruning.history, finetune=result.finetune_history),
+            train_epochs=result.train_epochs,
+            train_steps=result.train_steps,
+            timings=timings,
+        )
+        return stage.commit(record)
 
 
 def _take(batches: BatchLoader, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -366,7 +433,7 @@ def _take(batches: BatchLoader, count: int) -> list[tuple[torch.Tensor, torch.Te
     return taken
 
 
-def evaluate_run(path: Path, *, data_dir: str | None = None, latency: bool = False) -> dict[str, Any]:
+def evaluate_run(path: Path, *, data_dir: str | None = None, latency: bool = False) -> Metrics:
     """Reload a finished run and re-measure it on its own preprocessing; nothing is written."""
     run = load_run(Path(path))
     data = _data_of(run, data_dir)
@@ -374,5 +441,5 @@ def evaluate_run(path: Path, *, data_dir: str | None = None, latency: bool = Fal
     splits = load_splits(data)
     if run.input_shape != splits.dataset.input_shape:
         raise RunDirError(f"{path} was trained on inputs {run.input_shape}, the data has {splits.dataset.input_shape}")
-    reference = reference_size(run.info["model"]["name"], splits)
+    reference = reference_size(run.record.model.name, splits)
     return measure_model(run.model, splits, normalization, dense=reference, measure=MeasureConfig(latency=latency))

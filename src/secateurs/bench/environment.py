@@ -33,5 +33,3 @@ def environment_record(jobs: int = 1, threads_per_job: int | None = None) -> dic
 def record_environment(out: Path, jobs: int = 1, threads_per_job: int | None = None) -> None:
     """Write ``out/environment.json`` for this bench invocation (``jobs`` worker processes)."""
     atomic_write_json(out / ENVIRONMENT_FILE, environment_record(jobs, threads_per_job if jobs > 1 else None))
-
-

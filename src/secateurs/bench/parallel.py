@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from secateurs.api import load_splits
 from secateurs.bench.cells import dense_dir, dense_row, ensure_dense, run_cell
-from secateurs.bench.results import ResultsFile
+from secateurs.bench.results import ResultRow, ResultsFile, parse_row
 from secateurs.bench.suite import Cell, Suite
 from secateurs.config import DataConfig
 from secateurs.data.types import Splits
@@ -113,12 +113,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 def execute(suite: Suite, out: Path, task: Task) -> Any:
-    """Run ``task`` in this process; returns the dense run's path (str) or the cell's row."""
+    """Run ``task`` in this process; returns the dense run's path (str) or the cell's row as its JSON object."""
     splits = _worker_splits(suite.data)
     if task.kind == "dense":
         model_index, seed = task.payload
         return str(ensure_dense(suite, out, suite.models[model_index], seed, splits, progress=False))
-    return run_cell(suite, out, task.payload, splits, progress=False)
+    return run_cell(suite, out, task.payload, splits, progress=False).to_json()
 
 
 def worker_main(suite: Suite, out: Path, threads: int, parent: int, tasks: Any, results: Any, log_level: int) -> None:
@@ -249,11 +249,11 @@ def run_parallel(
     graceful = False
     try:
 
-        def append(row: dict[str, Any]) -> None:
-            if row["key"] in done:
+        def append(row: ResultRow) -> None:
+            if row.key in done:
                 return
             results.append(row)
-            done.add(str(row["key"]))
+            done.add(row.key)
 
         def dense_ready(index: int, seed: int, path: Path) -> None:
             model = suite.models[index]
@@ -275,10 +275,9 @@ def run_parallel(
                 model_index, seed = task.payload
                 dense_ready(model_index, seed, Path(value))
                 continue
-            row = dict(value)
-            row["timings"] = {**(row.get("timings") or {}), "jobs": options.jobs}
-            append(row)
-            bar.set_postfix_str(str(row["key"]), refresh=False)
+            row = parse_row(value, f"the row of {task.label}")
+            append(row.model_copy(update={"timings": row.timings.model_copy(update={"jobs": options.jobs})}))
+            bar.set_postfix_str(row.key, refresh=False)
             bar.update(1)
         graceful = True
     finally:

@@ -1,8 +1,8 @@
 """What the report plots, extracted from result rows: small pure functions, no matplotlib.
 
-Every function takes ``results.jsonl`` rows (dicts, see `secateurs.bench.runner`) and returns plain
-series; a row that lacks an optional key is left out, never an error. The keys read here are the
-report's contract with the methods (documented in ``docs/reports.md``):
+Every function takes `ResultRow`s (`secateurs.bench.results`) and returns plain series; a row that
+lacks an optional value is left out, never an error. What is read here is the report's contract with
+the methods (documented in ``docs/reports.md``):
 
 * ``metrics.test_accuracy``, ``metrics.val_accuracy``, ``metrics.sparsity_prunable``,
   ``metrics.effective_macs``, ``metrics.latency_ms.batch_N`` and ``train_epochs``;
@@ -20,7 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from secateurs.bench.table import lookup, mean_std
+from secateurs.bench.results import ResultRow, group_by
+from secateurs.bench.table import Value, latency_at, mean_std
+from secateurs.bench.table import number as as_number
 
 DENSE = "dense"
 BANDS = ("prune", "implant", "keep")
@@ -37,53 +39,38 @@ class Point:
     sparsity: float
 
 
-def number(row: dict[str, Any], path: str) -> float | None:
-    """The value at dotted ``path`` as a float, or None when missing or not a number."""
-    value = lookup(row, path)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+def test_accuracy(row: ResultRow) -> float | None:
+    return row.metrics.test_accuracy
 
 
-def models(rows: Iterable[dict[str, Any]]) -> list[str]:
+def models(rows: Iterable[ResultRow]) -> list[str]:
     """Model names in first-seen order."""
-    seen: dict[str, None] = {}
-    for row in rows:
-        seen.setdefault(str(row["model"]), None)
-    return list(seen)
+    return list(dict.fromkeys(row.model for row in rows))
 
 
-def labels(rows: Iterable[dict[str, Any]]) -> list[str]:
+def labels(rows: Iterable[ResultRow]) -> list[str]:
     """Method labels: ``dense`` first, then sorted (a stable colour order for every plot)."""
-    found = {str(row.get("label", row.get("method"))) for row in rows}
+    found = {row.label for row in rows}
     return sorted(found, key=lambda label: (label != DENSE, label))
 
 
-def _groups(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, float], list[dict[str, Any]]]:
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
-    for row in rows:
-        key = (str(row["model"]), str(row.get("label", row.get("method"))), float(row["sparsity"]))
-        groups.setdefault(key, []).append(row)
-    return groups
-
-
 def points(
-    rows: Sequence[dict[str, Any]], x_path: str, y_path: str = "metrics.test_accuracy", x_fallback: str | None = None
+    rows: Sequence[ResultRow], x: Value, y: Value = test_accuracy, x_fallback: Value | None = None
 ) -> dict[str, dict[str, list[Point]]]:
     """``{model: {label: [Point]}}``, one point per (model, label, target sparsity), sorted by x.
 
     Rows missing y, or missing x (and ``x_fallback``), are skipped; a group with no usable row gives no point.
     """
     series: dict[str, dict[str, list[Point]]] = {}
-    for (model, label, sparsity), members in _groups(rows).items():
+    for (model, label, sparsity), members in group_by(rows, lambda r: (r.model, r.label, float(r.sparsity))).items():
         pairs = []
         for row in members:
-            x = number(row, x_path)
-            if x is None and x_fallback is not None:
-                x = number(row, x_fallback)
-            y = number(row, y_path)
-            if x is not None and y is not None:
-                pairs.append((x, y))
+            x_value = as_number(x(row))
+            if x_value is None and x_fallback is not None:
+                x_value = as_number(x_fallback(row))
+            y_value = as_number(y(row))
+            if x_value is not None and y_value is not None:
+                pairs.append((x_value, y_value))
         if not pairs:
             continue
         x_mean, _ = mean_std([x for x, _ in pairs])
@@ -95,29 +82,43 @@ def points(
     return series
 
 
-def sparsity_points(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[Point]]]:
+def sparsity_points(rows: Sequence[ResultRow]) -> dict[str, dict[str, list[Point]]]:
     """Test accuracy against the realised fraction of prunable weights removed (the target when not recorded)."""
-    return points(rows, "metrics.sparsity_prunable", x_fallback="sparsity")
+    return points(rows, lambda row: row.metrics.sparsity_prunable, x_fallback=lambda row: row.sparsity)
 
 
-def wants_log_remaining(rows: Iterable[dict[str, Any]], threshold: float = 0.9) -> bool:
+def macs_points(rows: Sequence[ResultRow]) -> dict[str, dict[str, list[Point]]]:
+    """Test accuracy against the effective MACs per example."""
+    return points(rows, lambda row: row.metrics.effective_macs)
+
+
+def latency_points(rows: Sequence[ResultRow], batch: int) -> dict[str, dict[str, list[Point]]]:
+    """Test accuracy against the median latency at ``batch``."""
+    return points(rows, latency_at(batch))
+
+
+def wants_log_remaining(rows: Iterable[ResultRow], threshold: float = 0.9) -> bool:
     """True when some cell removes more than ``threshold`` of the weights (LAP-style extreme sparsities)."""
-    return any(float(row["sparsity"]) > threshold for row in rows)
+    return any(float(row.sparsity) > threshold for row in rows)
 
 
-def latency_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
-    """The ``batch_N`` keys measured in any row, by batch size."""
-    keys: set[str] = set()
+def latency_batches(rows: Iterable[ResultRow]) -> list[int]:
+    """The batch sizes whose latency any row measured, ascending."""
+    found: set[int] = set()
     for row in rows:
-        latency = lookup(row, "metrics.latency_ms")
-        if isinstance(latency, dict):
-            keys.update(k for k, v in latency.items() if k.startswith("batch_") and isinstance(v, int | float))
-    return sorted(keys, key=lambda key: int(key.removeprefix("batch_")) if key[6:].isdigit() else 0)
+        if row.metrics.latency_ms is not None:
+            found.update(row.metrics.latency_ms.batches())
+    return sorted(found)
 
 
-def parallel_jobs(rows: Iterable[dict[str, Any]]) -> int:
+def latency_keys(rows: Iterable[ResultRow]) -> list[str]:
+    """The ``batch_N`` keys measured in any row, by batch size."""
+    return [f"batch_{batch}" for batch in latency_batches(rows)]
+
+
+def parallel_jobs(rows: Iterable[ResultRow]) -> int:
     """The largest ``timings.jobs`` recorded (cells measured while other cells ran beside them); 1 if none."""
-    return max((int(v) for v in (number(row, "timings.jobs") for row in rows) if v is not None), default=1)
+    return max((row.timings.jobs for row in rows if row.timings.jobs is not None), default=1)
 
 
 # ----------------------------------------------------------------------------------- training rounds
@@ -132,21 +133,16 @@ class Round:
     seeds: int
 
 
-def usable_rounds(row: dict[str, Any]) -> list[dict[str, Any]]:
+def usable_rounds(row: ResultRow) -> list[dict[str, Any]]:
     """The rounds of ``history.method`` that hold ``cumulative_epochs`` and ``val_accuracy``."""
-    history = lookup(row, "history.method")
-    if not isinstance(history, list):
-        return []
     return [
         entry
-        for entry in history
-        if isinstance(entry, dict)
-        and isinstance(entry.get("cumulative_epochs"), int | float)
-        and isinstance(entry.get("val_accuracy"), int | float)
+        for entry in row.rounds
+        if as_number(entry.get("cumulative_epochs")) is not None and as_number(entry.get("val_accuracy")) is not None
     ]
 
 
-def round_curves(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[Round]]]:
+def round_curves(rows: Sequence[ResultRow]) -> dict[str, dict[str, list[Round]]]:
     """``{model: {label: [Round]}}``: per seed the cell with the most rounds, averaged over seeds by round index.
 
     Cells of one label at lower target sparsities usually replay a prefix of the same rounds, so the
@@ -157,10 +153,9 @@ def round_curves(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[Rou
         rounds = usable_rounds(row)
         if not rounds:
             continue
-        per_seed = longest.setdefault((str(row["model"]), str(row.get("label", row.get("method")))), {})
-        seed = int(row.get("seed", 0))
-        if len(rounds) > len(per_seed.get(seed, [])):
-            per_seed[seed] = rounds
+        per_seed = longest.setdefault((row.model, row.label), {})
+        if len(rounds) > len(per_seed.get(row.seed, [])):
+            per_seed[row.seed] = rounds
     curves: dict[str, dict[str, list[Round]]] = {}
     for (model, label), per_seed in longest.items():
         depth = max(len(rounds) for rounds in per_seed.values())
@@ -177,19 +172,21 @@ def round_curves(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[Rou
 
 
 def final_epoch_points(
-    rows: Sequence[dict[str, Any]], models_with_rounds: Iterable[str]
+    rows: Sequence[ResultRow], models_with_rounds: Iterable[str]
 ) -> dict[str, dict[str, list[Point]]]:
     """Validation accuracy against ``train_epochs`` for every pruned cell of the given models."""
     wanted = set(models_with_rounds)
-    chosen = [row for row in rows if row["model"] in wanted and row.get("label") != DENSE]
-    return points(chosen, "train_epochs", "metrics.val_accuracy")
+    chosen = [row for row in rows if row.model in wanted and row.label != DENSE]
+    return points(chosen, lambda row: row.train_epochs, lambda row: row.metrics.val_accuracy)
 
 
 # ------------------------------------------------------------------------------------- one run
-def choose_row(rows: Sequence[dict[str, Any]], key: str | None, has: str) -> dict[str, Any] | None:
-    """The row ``key`` if given (None when it lacks ``has``), else the first row whose ``has`` path is a dict."""
+def choose_row(rows: Sequence[ResultRow], key: str | None, has: str) -> ResultRow | None:
+    """The row ``key`` if given (None when it lacks ``has``), else the first row whose ``method_info.has``
+    is a non-empty dict."""
     for row in rows:
-        if (key is None or row["key"] == key) and isinstance(lookup(row, has), dict) and lookup(row, has):
+        found = row.info(has)
+        if (key is None or row.key == key) and isinstance(found, dict) and found:
             return row
     return None
 
@@ -205,9 +202,9 @@ class LayerCount:
         return 1.0 - self.kept / self.total if self.total else 0.0
 
 
-def layer_counts(row: dict[str, Any]) -> list[LayerCount]:
+def layer_counts(row: ResultRow) -> list[LayerCount]:
     """``method_info.layers`` as `LayerCount`s in the recorded order; malformed entries are skipped."""
-    layers = lookup(row, "method_info.layers")
+    layers = row.info("layers")
     if not isinstance(layers, dict):
         return []
     counts = []
@@ -246,22 +243,22 @@ def band_of(score: float, keep_above: float | None, implant_above: float | None)
     return "prune"
 
 
-def channel_ranking(row: dict[str, Any]) -> ChannelRanking | None:
+def channel_ranking(row: ResultRow) -> ChannelRanking | None:
     """The sorted channel sensitivities of ``row`` (None without ``method_info.channel_scores``).
 
     Bands come from ``channel_decisions`` when recorded (they include per-layer caps), otherwise from
     the thresholds by `band_of`.
     """
-    scores = lookup(row, "method_info.channel_scores")
+    scores = row.info("channel_scores")
     if not isinstance(scores, dict) or not scores:
         return None
-    thresholds = lookup(row, "method_info.channel_thresholds")
+    thresholds = row.info("channel_thresholds")
     thresholds = thresholds if isinstance(thresholds, dict) else {}
     keep_above = thresholds.get("keep_above")
     implant_above = thresholds.get("implant_above")
     keep_above = float(keep_above) if isinstance(keep_above, int | float) else None
     implant_above = float(implant_above) if isinstance(implant_above, int | float) else None
-    decisions = lookup(row, "method_info.channel_decisions")
+    decisions = row.info("channel_decisions")
     decisions = decisions if isinstance(decisions, dict) else {}
     entries = []
     for layer, values in scores.items():

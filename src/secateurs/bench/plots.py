@@ -28,6 +28,7 @@ except ImportError:
 
 from secateurs.bench import plot_data
 from secateurs.bench.plot_data import DENSE, Point
+from secateurs.bench.results import ResultRow
 
 BAND_COLOURS = {"prune": "#d62728", "implant": "#ff7f0e", "keep": "#2ca02c"}
 
@@ -121,7 +122,7 @@ def _seed_note(series: dict[str, dict[str, list[Point]]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ sweeps
-def accuracy_vs_sparsity(rows: Sequence[dict[str, Any]], style: PlotStyle, log_remaining: bool | None = None) -> Plot:
+def accuracy_vs_sparsity(rows: Sequence[ResultRow], style: PlotStyle, log_remaining: bool | None = None) -> Plot:
     """Test accuracy per method against the fraction of prunable weights removed (or left, on a log axis)."""
     name, title = "accuracy-vs-sparsity", "Test accuracy vs sparsity"
     series = plot_data.sparsity_points(rows)
@@ -203,10 +204,10 @@ def _cost_panel(
     _legend(ax, style)
 
 
-def accuracy_vs_macs(rows: Sequence[dict[str, Any]], style: PlotStyle) -> Plot:
+def accuracy_vs_macs(rows: Sequence[ResultRow], style: PlotStyle) -> Plot:
     """Test accuracy against multiply-accumulates per image that touch a non-zero weight."""
     name, title = "accuracy-vs-macs", "Test accuracy vs MACs"
-    series = plot_data.points(rows, "metrics.effective_macs")
+    series = plot_data.macs_points(rows)
     if not series:
         return skipped(name, title, "skipped: no row records metrics.effective_macs and a test accuracy")
     palette = colours(plot_data.labels(rows))
@@ -223,16 +224,17 @@ def accuracy_vs_macs(rows: Sequence[dict[str, Any]], style: PlotStyle) -> Plot:
     return rendered(name, title, caption, fig)
 
 
-def accuracy_vs_latency(rows: Sequence[dict[str, Any]], style: PlotStyle) -> Plot:
+def accuracy_vs_latency(rows: Sequence[ResultRow], style: PlotStyle) -> Plot:
     """Test accuracy against measured inference latency, one panel per model × batch size."""
     name, title = "accuracy-vs-latency", "Test accuracy vs measured latency"
-    keys = plot_data.latency_keys(rows)
+    batches = plot_data.latency_batches(rows)
+    keys = [f"batch_{batch}" for batch in batches]
     if not keys:
         return skipped(name, title, "skipped: no row records a latency measurement (the suite ran with latency off)")
     panels = [
-        (model, key, by_label)
-        for key in keys
-        for model, by_label in plot_data.points(rows, f"metrics.latency_ms.{key}").items()
+        (model, f"batch_{batch}", by_label)
+        for batch in batches
+        for model, by_label in plot_data.latency_points(rows, batch).items()
     ]
     palette = colours(plot_data.labels(rows))
     fig, axes = figure(style, len(panels), columns=len(keys))
@@ -255,7 +257,7 @@ def accuracy_vs_latency(rows: Sequence[dict[str, Any]], style: PlotStyle) -> Plo
     return rendered(name, title, caption, fig)
 
 
-def accuracy_vs_epochs(rows: Sequence[dict[str, Any]], style: PlotStyle) -> Plot:
+def accuracy_vs_epochs(rows: Sequence[ResultRow], style: PlotStyle) -> Plot:
     """Validation accuracy per round against cumulative training epochs (iterative methods such as InfCoP)."""
     name, title = "accuracy-vs-epochs", "Accuracy vs cumulative training epochs"
     curves = plot_data.round_curves(rows)
@@ -315,10 +317,10 @@ def accuracy_vs_epochs(rows: Sequence[dict[str, Any]], style: PlotStyle) -> Plot
 
 
 # ------------------------------------------------------------------------------------------ one run
-def layer_sparsity(rows: Sequence[dict[str, Any]], style: PlotStyle, run_key: str | None = None) -> Plot:
+def layer_sparsity(rows: Sequence[ResultRow], style: PlotStyle, run_key: str | None = None) -> Plot:
     """Bars: the fraction of each layer's weights removed in one cell (``--run KEY`` or the first with layers)."""
     name, title = "layer-sparsity", "Per-layer sparsity"
-    row = plot_data.choose_row(rows, run_key, "method_info.layers")
+    row = plot_data.choose_row(rows, run_key, "layers")
     counts = plot_data.layer_counts(row) if row is not None else []
     if row is None or not counts:
         which = f"cell {run_key!r} has" if run_key else "no cell has"
@@ -338,22 +340,22 @@ def layer_sparsity(rows: Sequence[dict[str, Any]], style: PlotStyle, run_key: st
             fontsize=style.font_size - 2,
         )
     ax.set_xlabel("weights removed (%)", fontsize=style.font_size)
-    ax.set_title(row["key"], fontsize=style.font_size + 1)
+    ax.set_title(row.key, fontsize=style.font_size + 1)
     total = sum(c.total for c in counts)
     kept = sum(c.kept for c in counts)
     caption = (
-        f"Fraction of each prunable layer's weights removed in cell {row['key']} "
+        f"Fraction of each prunable layer's weights removed in cell {row.key} "
         f"({kept:,} of {total:,} kept overall, {100 * (1 - kept / total):.2f} % removed)."
     )
     return rendered(name, title, caption, fig)
 
 
-def channel_sensitivity(rows: Sequence[dict[str, Any]], style: PlotStyle, run_key: str | None = None) -> Plot:
+def channel_sensitivity(rows: Sequence[ResultRow], style: PlotStyle, run_key: str | None = None) -> Plot:
     """HAP: every channel's sensitivity sorted ascending, with the prune / implant / keep bands."""
     name, title = "channel-sensitivity", "Per-channel sensitivity (HAP)"
-    row = plot_data.choose_row(rows, run_key, "method_info.channel_scores")
+    row = plot_data.choose_row(rows, run_key, "channel_scores")
     if row is None and run_key is not None:
-        row = plot_data.choose_row(rows, None, "method_info.channel_scores")
+        row = plot_data.choose_row(rows, None, "channel_scores")
     ranking = plot_data.channel_ranking(row) if row is not None else None
     if row is None or ranking is None:
         return skipped(name, title, "skipped: no cell records method_info.channel_scores")
@@ -389,7 +391,7 @@ def channel_sensitivity(rows: Sequence[dict[str, Any]], style: PlotStyle, run_ke
         curve.axhspan(ranking.keep_above, top, color=BAND_COLOURS["keep"], alpha=0.07)
     curve.set_xlabel("channel rank (ascending sensitivity)", fontsize=style.font_size)
     curve.set_ylabel("sensitivity", fontsize=style.font_size)
-    curve.set_title(row["key"], fontsize=style.font_size + 1)
+    curve.set_title(row.key, fontsize=style.font_size + 1)
     _legend(curve, style)
     per_layer = ranking.band_counts()
     positions = list(range(len(per_layer)))
@@ -404,7 +406,7 @@ def channel_sensitivity(rows: Sequence[dict[str, Any]], style: PlotStyle, run_ke
     _legend(bars, style)
     summary = ", ".join(f"{ranking.bands.count(b)} {b}" for b in plot_data.BANDS)
     caption = (
-        f"Cell {row['key']}: every channel's sensitivity (method_info.channel_scores) in ascending order, "
+        f"Cell {row.key}: every channel's sensitivity (method_info.channel_scores) in ascending order, "
         f"coloured by its fate ({summary}); right: the same per layer."
     )
     return rendered(name, title, caption, fig)

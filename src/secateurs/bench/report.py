@@ -31,7 +31,7 @@ from secateurs.bench import plot_data, plots
 from secateurs.bench.environment import ENVIRONMENT_FILE
 from secateurs.bench.html import Page, Table, render
 from secateurs.bench.plots import Plot, PlotStyle
-from secateurs.bench.results import ResultsFile
+from secateurs.bench.results import ResultRow, ResultsFile
 from secateurs.bench.table import aggregate, csv_text, markdown, text_cells
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import atomic_write_bytes
@@ -41,7 +41,6 @@ from secateurs.runs.directory import versions
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
-REQUIRED_KEYS = ("key", "model", "label", "sparsity")
 SUITE_FILE = "suite.json"
 PLOT_NAMES = (
     "accuracy-vs-sparsity",
@@ -70,7 +69,7 @@ class Source:
 
     name: str
     results: Path
-    rows: list[dict[str, Any]]
+    rows: list[ResultRow]
     suite: dict[str, Any] | None
     environment: dict[str, Any] | None
     notes: list[str]
@@ -131,25 +130,18 @@ def load_source(source: Path) -> Source:
             f"{results.name}: an incomplete last line ({torn} bytes, left by an interrupted run) was ignored; "
             "re-run the bench command to finish the grid."
         )
-    rows = ResultsFile(results).read()
-    for number, row in enumerate(rows, start=1):
-        missing = [key for key in REQUIRED_KEYS if key not in row]
-        if missing or isinstance(row.get("sparsity"), bool) or not isinstance(row.get("sparsity"), int | float):
-            what = f"lacks {', '.join(missing)}" if missing else f"has a non-numeric sparsity {row.get('sparsity')!r}"
-            raise RunDirError(
-                f"{results}: row {number} ({row.get('key')!r}) {what}; rows need {', '.join(REQUIRED_KEYS)}"
-            )
+    rows = ResultsFile(results).read()  # every row parsed: a bad one is a RunDirError naming it
     if not rows:
         raise RunDirError(f"{results} holds no complete result row; run (or finish) the suite first")
     suite = _side_file(suite_path, "suite configuration")
     if suite is None:
         notes.append(f"No suite configuration was found ({suite_path.name}); the configuration section is empty.")
     environment = _side_file(environment_path, "machine facts")
-    name = str(suite.get("name")) if suite and suite.get("name") else str(rows[0].get("suite", results.stem))
+    name = str(suite.get("name")) if suite and suite.get("name") else rows[0].suite
     return Source(name, results, rows, suite, environment, notes)
 
 
-def make_plots(rows: Sequence[dict[str, Any]], options: ReportOptions) -> list[Plot]:
+def make_plots(rows: Sequence[ResultRow], options: ReportOptions) -> list[Plot]:
     style = options.style
     return [
         plots.accuracy_vs_sparsity(rows, style, options.log_remaining),
@@ -181,7 +173,11 @@ def environment_sections(source: Source) -> list[tuple[str, list[tuple[str, str]
     """Machine and version tables: as recorded by the bench run, and of the machine rendering the report."""
     sections: list[tuple[str, list[tuple[str, str]]]] = []
     latency_threads = sorted(
-        {int(v) for v in (plot_data.number(row, "metrics.latency_ms.threads") for row in source.rows) if v is not None}
+        {
+            row.metrics.latency_ms.threads
+            for row in source.rows
+            if row.metrics.latency_ms and row.metrics.latency_ms.threads
+        }
     )
     recorded = source.environment
     if recorded is not None:
@@ -202,27 +198,27 @@ def environment_sections(source: Source) -> list[tuple[str, list[tuple[str, str]
     return sections
 
 
-def layer_table(rows: Sequence[dict[str, Any]], run_key: str | None) -> tuple[str, Table] | None:
-    row = plot_data.choose_row(rows, run_key, "method_info.layers")
+def layer_table(rows: Sequence[ResultRow], run_key: str | None) -> tuple[str, Table] | None:
+    row = plot_data.choose_row(rows, run_key, "layers")
     counts = plot_data.layer_counts(row) if row is not None else []
     if row is None or not counts:
         return None
     body = [(c.name, f"{c.kept:,}", f"{c.total:,}", f"{100 * c.removed_fraction:.2f}") for c in counts]
-    return f"Per-layer counts of {row['key']}", Table(("layer", "kept", "total", "removed %"), body)
+    return f"Per-layer counts of {row.key}", Table(("layer", "kept", "total", "removed %"), body)
 
 
 def build_page(source: Source, plot_list: Sequence[Plot], options: ReportOptions, notes: Sequence[str]) -> Page:
     table = aggregate(source.rows)
     header, cells = text_cells(table)
     suite = source.suite or {}
-    pruned = [row for row in source.rows if row.get("label") != plot_data.DENSE]
+    pruned = [row for row in source.rows if row.label != plot_data.DENSE]
     summary = [
         ("suite", source.name),
         ("results", str(source.results)),
         ("rows", f"{len(source.rows)} ({len(pruned)} pruned cells, {len(source.rows) - len(pruned)} dense)"),
         ("models", ", ".join(plot_data.models(source.rows))),
         ("methods", ", ".join(label for label in plot_data.labels(source.rows) if label != plot_data.DENSE)),
-        ("seeds", ", ".join(str(s) for s in sorted({int(row.get("seed", 0)) for row in source.rows}))),
+        ("seeds", ", ".join(str(s) for s in sorted({row.seed for row in source.rows}))),
         ("generated", datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")),
     ]
     extra = layer_table(source.rows, options.run_key)
@@ -259,8 +255,8 @@ def write_report(source_path: Path, options: ReportOptions | None = None) -> Rep
     if options.out is None and source_path.is_file():
         raise UsageError(f"{source_path} is a file: pass --out DIR to say where the report goes")
     source = load_source(source_path)
-    if options.run_key is not None and options.run_key not in {row["key"] for row in source.rows}:
-        keys = [str(row["key"]) for row in source.rows if row.get("label") != plot_data.DENSE][:5]
+    if options.run_key is not None and options.run_key not in {row.key for row in source.rows}:
+        keys = [row.key for row in source.rows if row.label != plot_data.DENSE][:5]
         raise UsageError(
             f"--run {options.run_key!r} is not a cell of {source.results}; cells include: {', '.join(keys)}"
         )

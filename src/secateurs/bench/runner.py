@@ -51,7 +51,7 @@ def run_suite(
         else:
             record_environment(out)
         results = ResultsFile(out / "results.jsonl")
-        done = {str(row["key"]) for row in results.read(repair=True)}
+        done = {row.key for row in results.read(repair=True)}
         grid = list(cells(suite))
         todo = [cell for cell in grid if cell.key not in done]
         log.info("suite %s: %d cells, %d done, %d to run", suite.name, len(grid), len(grid) - len(todo), len(todo))
@@ -64,9 +64,9 @@ def run_suite(
                 for model in suite.models:
                     path_dense = ensure_dense(suite, out, model, seed, splits, progress)
                     row = dense_row(suite, model, seed, path_dense)
-                    if row["key"] not in done:
+                    if row.key not in done:
                         results.append(row)
-                        done.add(row["key"])
+                        done.add(row.key)
                     for cell in (c for c in todo if c.seed == seed and c.model == model):
                         bar.set_description(cell.key)
                         results.append(run_cell(suite, out, cell, splits, progress))

@@ -1,39 +1,62 @@
-"""Aggregate result rows over seeds: mean ± std per model × method × sparsity (Markdown, CSV, cells)."""
+"""Tables of result rows: mean ± std over seeds per model × method × sparsity (Markdown, CSV, cells),
+and the helpers the benchmark scripts build their own tables with.
+
+`aggregate` reduces `ResultRow`s to one entry per (model, label, sparsity) holding ``(mean, std)``
+for every `AGGREGATED` value; `markdown`, `text_cells`, `csv_text` and `pivot_markdown` print it.
+The helpers: `values_of` (a column of numbers), `mean_std` and `stats` (the reduction),
+`format_mean_std` / `format_stats` (one cell, "–" when empty), `markdown_table` (any Markdown table).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
-AGGREGATED = (
-    ("test_accuracy", "metrics.test_accuracy"),
-    ("test_accuracy_before_finetune", "before_finetune.test_accuracy"),
-    ("val_accuracy", "metrics.val_accuracy"),
-    ("sparsity_prunable", "metrics.sparsity_prunable"),
-    ("sparsity_params", "metrics.sparsity_params"),
-    ("sparsity_macs", "metrics.sparsity_macs"),
-    ("params", "metrics.params"),
-    ("nonzero_params", "metrics.nonzero_params"),
-    ("macs", "metrics.effective_macs"),
-    ("latency_b1_ms", "metrics.latency_ms.batch_1"),
-    ("latency_b256_ms", "metrics.latency_ms.batch_256"),
-    ("train_epochs", "train_epochs"),
-    ("wall_s", "timings.wall_s"),
-    ("flow_check_seconds", "method_info.flow_check_seconds"),
-    ("cost_epoch_equivalents", "method_info.cost_epoch_equivalents"),
+from secateurs.bench.results import ResultRow, group_by
+
+Value = Callable[[ResultRow], object]
+"""How a table reads one number from a row (None, or anything not a number, counts as missing)."""
+
+
+def latency_at(batch: int) -> Value:
+    """The median latency (ms) at ``batch`` of a row (None when not measured)."""
+    return lambda row: row.metrics.latency_ms.at(batch) if row.metrics.latency_ms is not None else None
+
+
+AGGREGATED: tuple[tuple[str, Value], ...] = (
+    ("test_accuracy", lambda row: row.metrics.test_accuracy),
+    ("test_accuracy_before_finetune", lambda row: row.metrics_before_finetune.test_accuracy),
+    ("val_accuracy", lambda row: row.metrics.val_accuracy),
+    ("sparsity_prunable", lambda row: row.metrics.sparsity_prunable),
+    ("sparsity_params", lambda row: row.metrics.sparsity_params),
+    ("sparsity_macs", lambda row: row.metrics.sparsity_macs),
+    ("params", lambda row: row.metrics.params),
+    ("nonzero_params", lambda row: row.metrics.nonzero_params),
+    ("macs", lambda row: row.metrics.effective_macs),
+    ("latency_b1_ms", latency_at(1)),
+    ("latency_b256_ms", latency_at(256)),
+    ("train_epochs", lambda row: row.train_epochs),
+    ("wall_s", lambda row: row.timings.wall_s),
+    ("flow_check_seconds", lambda row: row.info("flow_check_seconds")),
+    ("cost_epoch_equivalents", lambda row: row.info("cost_epoch_equivalents")),
 )
+"""Name and reader of every value `aggregate` reduces over seeds."""
 
 
-def lookup(row: dict[str, Any], dotted: str) -> Any:
-    node: Any = row
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
+def number(value: object) -> float | None:
+    """``value`` as a float when it is a number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def values_of(rows: Iterable[ResultRow], value: Value, scale: float = 1.0) -> list[float]:
+    """``value`` of each row that has it as a number, times ``scale``, in row order."""
+    found = (number(value(row)) for row in rows)
+    return [v * scale for v in found if v is not None]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -44,17 +67,52 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def stats(values: Sequence[float]) -> tuple[float, float] | None:
+    """`mean_std`, or None for no values."""
+    return mean_std(values) if values else None
+
+
+Spread = Literal["nonzero", "several", "always", "never"]
+
+
+def format_stats(value: tuple[float, float] | None, digits: int = 2, spread: Spread = "nonzero") -> str:
+    """One cell: ``mean ± std`` with ``digits`` decimals, "–" for None.
+
+    ``spread`` says when the ``± std`` part is shown: when the std is not zero (``nonzero``),
+    always, or never (``several`` is `format_mean_std`'s: it needs the values).
+    """
+    if value is None:
+        return "–"
+    mean, std = value
+    shown = spread == "always" or (spread == "nonzero" and bool(std))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if shown else f"{mean:.{digits}f}"
+
+
+def format_mean_std(values: Sequence[float], digits: int = 2, spread: Spread = "nonzero") -> str:
+    """`format_stats` of ``values``; ``spread="several"`` shows ``± std`` whenever there are two or more."""
+    if not values:
+        return "–"
+    if spread == "several":
+        spread = "always" if len(values) > 1 else "never"
+    return format_stats(mean_std(values), digits, spread)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool] | None = None) -> str:
+    """A Markdown table; ``right`` marks right-aligned columns (``---:``), default none."""
+    align = right if right is not None else [False] * len(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "".join("---:|" if r else "---|" for r in align)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def aggregate(rows: Iterable[ResultRow]) -> list[dict[str, Any]]:
     """One entry per (model, label, sparsity) with ``{name: (mean, std)}`` and the seed count."""
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["model"], row["label"], float(row["sparsity"])), []).append(row)
+    groups = group_by(rows, lambda row: (row.model, row.label, float(row.sparsity)))
     table = []
     for (model, label, sparsity), members in groups.items():
         entry: dict[str, Any] = {"model": model, "label": label, "sparsity": sparsity, "seeds": len(members)}
-        for name, path in AGGREGATED:
-            values = [float(v) for v in (lookup(m, path) for m in members) if isinstance(v, int | float)]
-            entry[name] = mean_std(values) if values else None
+        for name, value in AGGREGATED:
+            entry[name] = stats(values_of(members, value))
         table.append(entry)
     table.sort(key=lambda e: (e["model"], e["label"] != "dense", e["label"], e["sparsity"]))
     return table
@@ -66,13 +124,13 @@ def format_value(value: tuple[float, float] | None, kind: str) -> str:
         return "–"
     mean, std = value
     if kind == "percent":
-        return f"{100 * mean:.2f} ± {100 * std:.2f}" if std else f"{100 * mean:.2f}"
+        return format_stats((100 * mean, 100 * std))
     if kind == "ms":
         return f"{mean:.2f}"
     if kind == "fraction":
         return f"{mean:.4f}"
     if kind == "number":
-        return f"{mean:.2f} ± {std:.2f}" if std else f"{mean:.2f}"
+        return format_stats(value)
     return f"{mean:,.0f}"
 
 
@@ -105,9 +163,7 @@ def text_cells(
 def markdown(table: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
     """A Markdown table of `aggregate` output (columns whose values are all missing are dropped)."""
     header, rows = text_cells(table, columns)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def csv_text(table: Sequence[dict[str, Any]]) -> str:
@@ -152,15 +208,13 @@ def pivot_markdown(
     entries = [e for e in entries if e["label"] in labels]
     levels = sorted({e["sparsity"] for e in entries})
     by_key = {(e["label"], e["sparsity"]): e for e in entries}
-    lines = [
-        "| method | " + " | ".join(percent_left(level) for level in levels) + " |",
-        "|---|" + "---|" * len(levels),
-    ]
+    rows = []
     for label in labels:
-        cells = []
+        cells = [label]
         for level in levels:
             entry = by_key.get((label, level))
-            stats = entry.get(value) if entry is not None else None
-            cells.append("–" if stats is None else f"{100 * stats[0]:.{digits}f} ± {100 * stats[1]:.{digits}f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            found = entry.get(value) if entry is not None else None
+            percent = None if found is None else (100 * found[0], 100 * found[1])
+            cells.append(format_stats(percent, digits, "always"))
+        rows.append(cells)
+    return markdown_table(["method", *[percent_left(level) for level in levels]], rows)

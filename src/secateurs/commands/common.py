@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from secateurs.api import RunOptions
     from secateurs.config import DataConfig, TrainConfig
+    from secateurs.runs.record import Metrics, RunRecord
 
 TRAIN_FLAGS = ("epochs", "steps", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "momentum")
 
@@ -100,24 +101,28 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         resume=getattr(args, "resume", False),
         progress=show_progress(args),
         measure=MeasureConfig(latency=not args.no_latency, bn_recalibrate=getattr(args, "bn_recalibrate", False)),
+        invocation=getattr(args, "command_line", None),
     )
 
 
-def summary(info: dict[str, Any]) -> str:
-    """One line about a finished run: accuracies, sizes and latency."""
-    metrics = info["metrics"]
+def summary(record: RunRecord, metrics: Metrics | None = None) -> str:
+    """One line about a finished run: accuracies, sizes and latency (of ``metrics``, default the recorded)."""
+    measured = metrics if metrics is not None else record.metrics
+
+    def show(value: float | int | None, pattern: str) -> str:
+        return "–" if value is None else format(value, pattern)
+
     parts = [
-        f"{info['kind']} run {info.get('name', '')}".strip(),
-        f"val {metrics['val_accuracy']:.4f}",
-        f"test {metrics['test_accuracy']:.4f}",
-        f"params {metrics['params']:,}",
-        f"non-zero {metrics['nonzero_params']:,}",
-        f"MACs {metrics['effective_macs']:,}",
+        f"{record.kind} run {record.name or ''}".strip(),
+        f"val {show(measured.val_accuracy, '.4f')}",
+        f"test {show(measured.test_accuracy, '.4f')}",
+        f"params {show(measured.params, ',')}",
+        f"non-zero {show(measured.nonzero_params, ',')}",
+        f"MACs {show(measured.effective_macs, ',')}",
     ]
-    latency = metrics.get("latency_ms") or {}
-    timed = [f"{k.replace('batch_', 'batch ')} {v:.2f} ms" for k, v in latency.items() if k.startswith("batch_")]
-    if timed:
-        parts.append(", ".join(timed))
+    latency = measured.latency_ms.batches() if measured.latency_ms is not None else {}
+    if latency:
+        parts.append(", ".join(f"batch {batch} {ms:.2f} ms" for batch, ms in latency.items()))
     return " | ".join(parts)
 
 

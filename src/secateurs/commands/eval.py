@@ -15,12 +15,13 @@ def handle(args: argparse.Namespace) -> int:
     from secateurs.api import evaluate_run
     from secateurs.runs.directory import read_run
 
-    info = read_run(Path(args.run))
+    record = read_run(Path(args.run))
     metrics = evaluate_run(Path(args.run), data_dir=args.data_dir, latency=args.latency)
     if args.json:
-        print(json.dumps({"run": str(args.run), "recorded": info["metrics"], "measured": metrics}, indent=2))
+        report = {"run": str(args.run), "recorded": record.metrics.to_json(), "measured": metrics.to_json()}
+        print(json.dumps(report, indent=2))
     else:
-        print(summary({**info, "metrics": metrics}))
+        print(summary(record, metrics))
     return 0
 
 

@@ -46,7 +46,7 @@ def handle(args: argparse.Namespace) -> int:
     from secateurs import __version__
     from secateurs.latency.runtimes import RUNTIMES, LatencyOptions, measure_in_runtime, validate_options
     from secateurs.runs.directory import load_run
-    from secateurs.runs.update import record_in_run
+    from secateurs.runs.update import record_latency
 
     runtime = RUNTIMES.get(args.runtime)  # an unknown runtime or a bad option fails before the run is loaded
     options = LatencyOptions(
@@ -67,7 +67,7 @@ def handle(args: argparse.Namespace) -> int:
         "host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "platform": platform.platform()},
         "versions": {"secateurs": __version__, "torch": torch.__version__},
     }
-    record_in_run(run.path, "latency", runtime.name, entry)
+    record_latency(run.path, runtime.name, entry)
     if args.json:
         print(json.dumps(entry, indent=2))
     else:

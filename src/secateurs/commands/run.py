@@ -19,6 +19,7 @@ def handle(args: argparse.Namespace) -> int:
         out_root=Path(args.out_root),
         overwrite=args.overwrite,
         progress=show_progress(args),
+        invocation=getattr(args, "command_line", None),
     ):
         print(summary(info))
     return 0

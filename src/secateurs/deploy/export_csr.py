@@ -61,10 +61,10 @@ def export_run_csr(run: LoadedRun, out: Path, options: CSRExportOptions) -> dict
     conversion = convert_to_csr(dense, density_threshold=options.density_threshold)
     header = csr_header(
         conversion,
-        model=run.info["model"],
-        plan=run.plan,
-        preprocessing=run.info["preprocessing"],
-        source=str(run.info.get("name", run.path.name)),
+        model=run.record.model.to_json(),
+        plan=run.plan.to_json() if run.plan is not None else None,
+        preprocessing=run.record.preprocessing.to_json(),
+        source=run.record.name or run.path.name,
     )
     staging = out.with_name(f".{out.name}.{os.getpid()}.verify")
     try:
@@ -91,5 +91,5 @@ def export_run_csr(run: LoadedRun, out: Path, options: CSRExportOptions) -> dict
         "csr_nonzeros": summary["csr_nonzeros"],
         "csr_entries": summary["csr_entries"],
         "layers": summary["layers"],
-        "preprocessing": run.info["preprocessing"],
+        "preprocessing": run.record.preprocessing.to_json(),
     }

@@ -39,6 +39,7 @@ from secateurs.deploy.exporters import ExportOptions, register_exporter
 from secateurs.errors import SecateursError
 from secateurs.io.files import atomic_write_bytes
 from secateurs.runs.directory import LoadedRun
+from secateurs.runs.record import RunRecord
 from secateurs.runtime.extras import require
 from secateurs.sparsity.masks import baked_copy
 
@@ -78,20 +79,20 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def onnx_metadata(info: Mapping[str, Any]) -> dict[str, str]:
-    """``metadata_props`` for a run's run.json `info`: preprocessing, model and provenance as JSON strings."""
-    preprocessing = info.get("preprocessing", {})
+def onnx_metadata(record: RunRecord) -> dict[str, str]:
+    """``metadata_props`` for a run's record: preprocessing, model and provenance as JSON strings."""
+    preprocessing = record.preprocessing
     metadata = {
-        "preprocessing": json.dumps(preprocessing),
-        "mean": json.dumps(preprocessing.get("mean")),
-        "std": json.dumps(preprocessing.get("std")),
-        "input_shape": json.dumps(preprocessing.get("input_shape", info.get("model", {}).get("input_shape"))),
+        "preprocessing": json.dumps(preprocessing.to_json()),
+        "mean": json.dumps(preprocessing.mean),
+        "std": json.dumps(preprocessing.std),
+        "input_shape": json.dumps(preprocessing.input_shape or record.model.input_shape),
         "input": (
             "float32, shape (batch, *input_shape), batch dynamic; normalised: pixels / 255, "
             "then (x - mean) / std per channel"
         ),
-        "model": json.dumps(info.get("model")),
-        "run": str(info.get("name", "")),
+        "model": json.dumps(record.model.to_json()),
+        "run": record.name or "",
         "version": __version__,
     }
     return {f"{METADATA_PREFIX}{key}": value for key, value in metadata.items()}
@@ -219,5 +220,5 @@ def export_onnx_model(
 )
 def export_run_onnx(run: LoadedRun, out: Path, options: ExportOptions) -> dict[str, Any]:
     """Export the deployable model of `run` with its preprocessing in the metadata."""
-    summary = export_onnx_model(run.model, run.input_shape, out, metadata=onnx_metadata(run.info))
-    return {**summary, "preprocessing": run.info["preprocessing"]}
+    summary = export_onnx_model(run.model, run.input_shape, out, metadata=onnx_metadata(run.record))
+    return {**summary, "preprocessing": run.record.preprocessing.to_json()}

@@ -4,6 +4,11 @@ A run is staged in a hidden sibling ``.NAME.partial/`` (training checkpoints liv
 ``--resume`` can continue after a crash) and renamed to ``NAME/`` only when complete, with ``run.json``
 written last. A directory called ``NAME/`` therefore always holds a finished run. A lock file
 ``.NAME.lock`` makes a second writer of the same ``--out`` refuse instead of racing.
+
+run.json is a `RunRecord` (`secateurs.runs.record`; read through the schema migrations of
+`secateurs.runs.migrate`), plan.json a `Plan` (`secateurs.structure.plan`). While a run is staged,
+the ``secateurs`` logger is mirrored into its ``log.txt``; `RunStage.commit` ends the log with the
+files the run published.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from secateurs.data.loader import Normalization
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import atomic_write_json, load_tensors, read_json, replace_dir, save_tensors, tensor_shapes
 from secateurs.models import build_model
+from secateurs.runs.record import ModelSpec, RunRecord, Versions, parse_record
 from secateurs.sparsity.masks import MaskStore, load_plain_state_dict, plain_state_dict
-from secateurs.structure.plan import replay_plan
+from secateurs.structure.plan import Plan, parse_plan, replay_plan
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.safetensors"
@@ -37,28 +43,32 @@ MASKS_FILE = "masks.safetensors"
 PLAN_FILE = "plan.json"
 LOG_FILE = "log.txt"
 CHECKPOINT_DIR = "checkpoint"
-REQUIRED_KEYS = ("kind", "model", "preprocessing", "seed", "metrics")
-MAX_INPUT_SIZE = 65_536
-"""The largest input dimension (channels, height, width) a run.json may declare."""
-MAX_CLASSES = 1_000_000
+RUN_LOG = "secateurs.run"
+"""The logger of a run's narrative (the sections of log.txt); the CLI shows it on the console with --verbose."""
 MAX_PLAN_SHRINK = 1_000
 """A physically pruned run's weights may hold down to 1/1000 of its unpruned model's parameters."""
 
 
-def versions() -> dict[str, str]:
+def software_versions() -> Versions:
+    """The versions of the software writing a run: secateurs, torch, torch_pruning, Python, the platform."""
     try:
         import torch_pruning
 
         pruning_version = str(getattr(torch_pruning, "__version__", "unknown"))
     except ImportError:  # pragma: no cover - a declared dependency
         pruning_version = "missing"
-    return {
-        "secateurs": __version__,
-        "torch": torch.__version__,
-        "torch_pruning": pruning_version,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    return Versions(
+        secateurs=__version__,
+        torch=str(torch.__version__),
+        torch_pruning=pruning_version,
+        python=platform.python_version(),
+        platform=platform.platform(),
+    )
+
+
+def versions() -> dict[str, str]:
+    """`software_versions` as a plain dict (for tables and reports)."""
+    return {key: str(value) for key, value in software_versions().model_dump().items()}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -150,26 +160,33 @@ class RunStage:
         if masks is not None and len(masks):
             save_tensors(self.path / MASKS_FILE, masks.state_dict())
 
-    def save_plan(self, plan: dict[str, Any] | None) -> None:
+    def save_plan(self, plan: Plan | None) -> None:
         if plan is not None:
-            atomic_write_json(self.path / PLAN_FILE, plan)
+            atomic_write_json(self.path / PLAN_FILE, plan.to_json())
 
-    def commit(self, info: dict[str, Any]) -> dict[str, Any]:
-        """Write run.json (last), drop training checkpoints, move the run into place; return run.json."""
+    def commit(self, record: RunRecord) -> RunRecord:
+        """Write run.json (last), drop training checkpoints, move the run into place; return the record.
+
+        The record gets the run's ``name``, ``created`` (now, UTC) and ``versions``; log.txt ends with
+        the files published. ``record`` itself is not mutated (the returned one is a copy).
+        """
         if not (self.path / MODEL_FILE).is_file():
             raise RunDirError(f"refusing to publish {self.out}: no {MODEL_FILE} was written")
-        record = {
-            "name": self.out.name,
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "versions": versions(),
-            **info,
-        }
-        self.detach_log()
+        published = record.model_copy(
+            update={
+                "name": self.out.name,
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "versions": software_versions(),
+            }
+        )
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        atomic_write_json(self.path / RUN_FILE, record)
+        files = sorted({RUN_FILE, *(path.name for path in self.path.iterdir() if path.is_file())})
+        logging.getLogger(RUN_LOG).info("files: %s/ holds %s", self.out, ", ".join(files))
+        self.detach_log()
+        atomic_write_json(self.path / RUN_FILE, published.to_json())
         replace_dir(self.path, self.out)
         self.committed = True
-        return record
+        return published
 
 
 @contextlib.contextmanager
@@ -213,8 +230,12 @@ def writing_run(out: Path, *, overwrite: bool = False, resume: bool = False) -> 
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_run(path: Path) -> dict[str, Any]:
-    """The validated run.json of ``path``; anything that is not a finished run is a `RunDirError`."""
+def read_run(path: Path) -> RunRecord:
+    """The `RunRecord` of ``path``'s run.json (any schema version, migrated in memory).
+
+    Anything that is not a finished run — no directory, no run.json, a file that is not JSON or not a
+    valid record — is a `RunDirError` naming the file. Nothing is written.
+    """
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path} is not a run directory (it does not exist or is not a directory)")
@@ -222,43 +243,10 @@ def read_run(path: Path) -> dict[str, Any]:
         raise RunDirError(
             f"{path} is not a run directory: it has no {RUN_FILE} (a finished run has {RUN_FILE} and {MODEL_FILE})"
         )
-    info = read_json(path / RUN_FILE, RUN_FILE)
-    if not isinstance(info, dict):
-        raise RunDirError(f"{path / RUN_FILE} must hold a JSON object")
-    missing = [key for key in REQUIRED_KEYS if key not in info]
-    if missing:
-        raise RunDirError(f"{path / RUN_FILE} lacks {', '.join(missing)}")
-    model = info["model"]
-    if not isinstance(model, dict) or not {"name", "input_shape", "num_classes"} <= set(model):
-        raise RunDirError(f"{path / RUN_FILE}: 'model' needs name, input_shape and num_classes")
-    if not _valid_model_spec(model):
-        raise RunDirError(
-            f"{path / RUN_FILE}: 'model' must have a string name, an input_shape of 1 to 4 integers in "
-            f"[1, {MAX_INPUT_SIZE}] and an integer num_classes in [1, {MAX_CLASSES}]"
-        )
-    for key in ("metrics", "preprocessing"):
-        if not isinstance(info[key], dict):
-            raise RunDirError(f"{path / RUN_FILE}: {key!r} must be an object, found {type(info[key]).__name__}")
-    return info
+    return parse_record(read_json(path / RUN_FILE, RUN_FILE), str(path / RUN_FILE))
 
 
-def _is_integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _valid_model_spec(model: dict[str, Any]) -> bool:
-    shape, classes = model["input_shape"], model["num_classes"]
-    return (
-        isinstance(model["name"], str)
-        and isinstance(shape, list)
-        and 1 <= len(shape) <= 4
-        and all(_is_integer(size) and 1 <= size <= MAX_INPUT_SIZE for size in shape)
-        and _is_integer(classes)
-        and 1 <= classes <= MAX_CLASSES
-    )
-
-
-def _check_weights_fit(path: Path, spec: dict[str, Any], pruned: bool) -> None:
+def _check_weights_fit(path: Path, spec: ModelSpec, pruned: bool) -> None:
     """Compare run.json's model with the weights file's header before allocating the model.
 
     The registry model is built on the ``meta`` device (no memory): without a plan its tensors must
@@ -266,8 +254,9 @@ def _check_weights_fit(path: Path, spec: dict[str, Any], pruned: bool) -> None:
     model may be at most `MAX_PLAN_SHRINK` times larger. A crafted run.json thus cannot make
     `load_run` allocate a model far larger than the files on disk.
     """
+    shape: Any = tuple(spec.input_shape)  # build_model names a shape its model cannot take
     with torch.device("meta"):
-        skeleton = build_model(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]))
+        skeleton = build_model(spec.name, shape, spec.num_classes)
     expected = {name: tuple(value.shape) for name, value in plain_state_dict(skeleton).items()}
     found = tensor_shapes(path / MODEL_FILE)
     where = path / MODEL_FILE
@@ -275,7 +264,7 @@ def _check_weights_fit(path: Path, spec: dict[str, Any], pruned: bool) -> None:
         sizes = [sum(math.prod(shape) for shape in shapes.values()) for shapes in (expected, found)]
         if sizes[0] > MAX_PLAN_SHRINK * max(sizes[1], 1):
             raise RunDirError(
-                f"{where} holds {sizes[1]:,} values but run.json's model {spec['name']} {tuple(spec['input_shape'])} "
+                f"{where} holds {sizes[1]:,} values but run.json's model {spec.name} {tuple(spec.input_shape)} "
                 f"has {sizes[0]:,}: more than {MAX_PLAN_SHRINK}x more than any plan could remove"
             )
         return
@@ -292,16 +281,17 @@ def _check_weights_fit(path: Path, spec: dict[str, Any], pruned: bool) -> None:
 
 @dataclass
 class LoadedRun:
+    """A finished run rebuilt: its record, its model (weights loaded, eval mode), masks and plan."""
+
     path: Path
-    info: dict[str, Any]
+    record: RunRecord
     model: nn.Module
     masks: MaskStore | None
-    plan: dict[str, Any] | None
+    plan: Plan | None
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.info["model"]["input_shape"]
-        return int(c), int(h), int(w)
+    def input_shape(self) -> tuple[int, ...]:
+        return self.record.input_shape
 
 
 def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -> LoadedRun:
@@ -310,24 +300,21 @@ def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -
     ``model_factory`` builds the unpruned model (default: the registry entry recorded in run.json).
     """
     path = Path(path)
-    info = read_run(path)
-    spec = info["model"]
+    record = read_run(path)
+    spec = record.model
+    shape: Any = tuple(spec.input_shape)  # build_model names a shape its model cannot take
     try:
         if model_factory is None:
             _check_weights_fit(path, spec, pruned=(path / PLAN_FILE).is_file())
-        model = (
-            model_factory()
-            if model_factory
-            else build_model(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]))
-        )
+        model = model_factory() if model_factory else build_model(spec.name, shape, spec.num_classes)
     except RunDirError:
         raise
     except UsageError as error:
         raise RunDirError(f"{path}: cannot rebuild its model: {error}") from None
     plan = None
     if (path / PLAN_FILE).is_file():
-        plan = read_json(path / PLAN_FILE, PLAN_FILE)
-        model = replay_plan(model, plan, torch.zeros(1, *spec["input_shape"]))
+        plan = parse_plan(read_json(path / PLAN_FILE, PLAN_FILE))
+        model = replay_plan(model, plan, torch.zeros(1, *spec.input_shape))
     masks = None
     if (path / MASKS_FILE).is_file():
         try:
@@ -340,21 +327,23 @@ def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -
     if masks is not None:
         masks.enforce_()
     model.eval()
-    return LoadedRun(path=path, info=info, model=model, masks=masks, plan=plan)
+    return LoadedRun(path=path, record=record, model=model, masks=masks, plan=plan)
 
 
 def recorded_normalization(run: LoadedRun) -> Normalization:
     """The normalisation recorded in run.json (``preprocessing.mean``/``std``, one finite value per channel)."""
-    recorded = run.info["preprocessing"]
-    channels = run.info["model"]["input_shape"][0]
-    values = [recorded.get(key) for key in ("mean", "std")]
-    if not all(
-        isinstance(value, list)
-        and len(value) == channels
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-        for value in values
-    ) or not all(v > 0 for v in values[1]):
+    recorded = run.record.preprocessing
+    channels = run.record.model.input_shape[0]
+    mean, std = recorded.mean, recorded.std
+    if (
+        mean is None
+        or std is None
+        or len(mean) != channels
+        or len(std) != channels
+        or not all(math.isfinite(value) for value in (*mean, *std))
+        or not all(value > 0 for value in std)
+    ):
         raise RunDirError(
             f"{run.path}: run.json preprocessing needs mean and std lists of {channels} finite numbers (std > 0)"
         )
-    return Normalization(tuple(values[0]), tuple(values[1]))
+    return Normalization(tuple(mean), tuple(std))

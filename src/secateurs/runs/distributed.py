@@ -3,10 +3,10 @@
 `writing_run_on(world, out, ...)` is `secateurs.runs.directory.writing_run` for a data-parallel job. Rank 0
 stages, locks and publishes the run exactly as a single process would; every other rank gets a
 `FollowerStage` that writes nothing (no partial directory, no lock file, no checkpoints) and whose
-`commit` returns rank 0's run.json. The ranks agree at the start (a refusal on rank 0, e.g. a
-finished run at ``--out`` or a live lock, is raised on every rank with the same message, and every
-rank learns whether rank 0 resumed) and at the end (no rank returns before rank 0 has published the
-run and released its lock).
+`commit` returns rank 0's record (sent as its JSON object and parsed again). The ranks agree at
+the start (a refusal on rank 0, e.g. a finished run at ``--out`` or a live lock, is raised on every
+rank with the same message, and every rank learns whether rank 0 resumed) and at the end (no rank
+returns before rank 0 has published the run and released its lock).
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from torch import nn
 
 from secateurs.errors import RunDirError, UsageError
 from secateurs.runs.directory import RunStage, writing_run
+from secateurs.runs.record import RunRecord, parse_record
 from secateurs.runtime import distributed
 from secateurs.runtime.distributed import World
 from secateurs.sparsity.masks import MaskStore
+from secateurs.structure.plan import Plan
 
 
 class Stage(Protocol):
@@ -38,9 +40,9 @@ class Stage(Protocol):
 
     def save_masks(self, masks: MaskStore | None) -> None: ...
 
-    def save_plan(self, plan: dict[str, Any] | None) -> None: ...
+    def save_plan(self, plan: Plan | None) -> None: ...
 
-    def commit(self, info: dict[str, Any]) -> dict[str, Any]: ...
+    def commit(self, record: RunRecord) -> RunRecord: ...
 
 
 class LeaderStage:
@@ -63,13 +65,13 @@ class LeaderStage:
     def save_masks(self, masks: MaskStore | None) -> None:
         self.stage.save_masks(masks)
 
-    def save_plan(self, plan: dict[str, Any] | None) -> None:
+    def save_plan(self, plan: Plan | None) -> None:
         self.stage.save_plan(plan)
 
-    def commit(self, info: dict[str, Any]) -> dict[str, Any]:
-        record = self.stage.commit(info)
-        distributed.broadcast_json(record)
-        return record
+    def commit(self, record: RunRecord) -> RunRecord:
+        published = self.stage.commit(record)
+        distributed.broadcast_json(published.to_json())
+        return published
 
 
 class FollowerStage:
@@ -92,12 +94,11 @@ class FollowerStage:
     def save_masks(self, masks: MaskStore | None) -> None:
         """Rank 0 saves the masks."""
 
-    def save_plan(self, plan: dict[str, Any] | None) -> None:
+    def save_plan(self, plan: Plan | None) -> None:
         """Rank 0 saves the plan."""
 
-    def commit(self, info: dict[str, Any]) -> dict[str, Any]:
-        record: dict[str, Any] = distributed.broadcast_json(None)
-        return record
+    def commit(self, record: RunRecord) -> RunRecord:
+        return parse_record(distributed.broadcast_json(None), "rank 0's run.json")
 
 
 @contextlib.contextmanager

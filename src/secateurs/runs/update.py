@@ -1,29 +1,38 @@
-"""Add a measurement to a finished run's run.json without rewriting anything else."""
+"""Change a finished run's run.json in place: `update_run`, and `record_latency` for ``secateurs latency``.
+
+The record is read through the schema migrations and written back in the current layout
+(`secateurs.runs.migrate`): updating a version-1 run upgrades its run.json on disk.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from secateurs.errors import RunDirError
 from secateurs.io.files import atomic_write_json
 from secateurs.runs.directory import RUN_FILE, read_run, run_lock
+from secateurs.runs.record import RunRecord
 
 
-def record_in_run(path: Path, section: str, key: str, value: Any) -> dict[str, Any]:
-    """Set ``run.json[section][key] = value`` for the run at `path` and return the new run.json.
+def update_run(path: Path, change: Callable[[RunRecord], RunRecord]) -> RunRecord:
+    """Replace the run.json of the run at ``path`` by ``change(record)``; returns the new record.
 
-    Read, update and write happen under the run's lock (a concurrent writer makes this raise
+    Read, change and write happen under the run's lock (a concurrent writer makes this raise
     `RunDirError`), and the write is atomic (`atomic_write_json`): readers see the old file or the new
-    one. Every other key — including the other entries of `section` — is kept as it was. A `section`
-    that exists but is not a JSON object is a `RunDirError`.
+    one. Only run.json is rewritten; ``change`` must return a record (it may be a modified copy).
     """
     path = Path(path)
     with run_lock(path):
-        info = read_run(path)
-        current = info.get(section, {})
-        if not isinstance(current, dict):
-            raise RunDirError(f"{path / RUN_FILE}: {section!r} must be a JSON object, found {type(current).__name__}")
-        info[section] = {**current, key: value}
-        atomic_write_json(path / RUN_FILE, info)
-    return info
+        updated = change(read_run(path))
+        atomic_write_json(path / RUN_FILE, updated.to_json())
+    return updated
+
+
+def record_latency(path: Path, runtime: str, entry: dict[str, Any]) -> RunRecord:
+    """Set ``latency[runtime] = entry`` in the run.json at ``path`` (other runtimes' entries kept); returns it."""
+
+    def add(record: RunRecord) -> RunRecord:
+        return record.model_copy(update={"latency": {**(record.latency or {}), runtime: dict(entry)}})
+
+    return update_run(path, add)

@@ -1,7 +1,8 @@
 """Physical channel removal (through Torch-Pruning), neural implants, and the same removal as masks.
 
-`removal_plan` turns a choice of channels (per group: removed, implanted) into `plan.json` steps;
-`apply_plan` replays them on a copy of the model, so the physically pruned model is by construction
+`build_plan` turns a choice of channels (per group: removed, implanted) into a `Plan` (`removal_plan`:
+the same as its plan.json object, for callers that hold plans as JSON); `apply_plan` replays them
+on a copy of the model, so the physically pruned model is by construction
 what a later `load_run` rebuilds; the pruned copy must pass a forward pass on the example inputs or
 the result is a `StructureError` and nothing is returned.
 
@@ -14,7 +15,7 @@ what the physically pruned one computes; tests compare the two.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -23,7 +24,16 @@ from secateurs.errors import StructureError
 from secateurs.sparsity.masks import MaskStore, independent_copy
 from secateurs.structure.groups import ChannelGroup, layouts, member_slices
 from secateurs.structure.implant import implant_geometry
-from secateurs.structure.plan import make_plan, plan_of, replay_plan
+from secateurs.structure.plan import (
+    ImplantStep,
+    Plan,
+    PlanStep,
+    RemoveStep,
+    make_plan,
+    parse_plan,
+    plan_of,
+    replay_plan,
+)
 
 
 def implantable(group: ChannelGroup) -> bool:
@@ -34,22 +44,26 @@ def implantable(group: ChannelGroup) -> bool:
     )
 
 
-def removal_plan(
+def build_plan(
     groups: Sequence[ChannelGroup],
     removed: Mapping[str, torch.Tensor],
     implanted: Mapping[str, torch.Tensor] | None = None,
     *,
-    previous: Sequence[dict[str, Any]] = (),
+    previous: Sequence[PlanStep] = (),
     implant_init: str = "zero",
-) -> dict[str, Any]:
-    """A plan removing ``removed[root]`` (boolean per channel) from each group, then implanting.
+) -> Plan:
+    """A `Plan` removing ``removed[root]`` (boolean per channel) from each group, then implanting.
 
     ``implanted[root]`` marks kept channels whose filters become 1×1 implants; their indices in the
     implant steps are renumbered after the removals. ``previous`` steps (an earlier pruning of the
-    same model) come first. ``implant_init`` is how implants start (`ImplantedConv2d.from_conv`).
+    same model) come first. ``implant_init`` is how implants start (`ImplantedConv2d.from_conv`:
+    ``zero`` or ``centre``). Raises `StructureError` for a choice the groups cannot take.
     """
     implanted = implanted or {}
-    steps: list[dict[str, Any]] = list(previous)
+    if implant_init not in ("zero", "centre"):
+        raise StructureError(f"implant_init must be zero or centre, got {implant_init!r}")
+    init: Literal["zero", "centre"] = "zero" if implant_init == "zero" else "centre"
+    steps: list[PlanStep] = list(previous)
     by_root = {group.root: group for group in groups}
     for root, mask in removed.items():
         group = by_root[root]
@@ -58,7 +72,7 @@ def removal_plan(
         if len(indices) >= group.channels:
             raise StructureError(f"removing all {group.channels} channels of {root!r} would empty the layer")
         if indices:
-            steps.append({"root": root, "channels": group.channels, "removed": indices})
+            steps.append(RemoveStep(root=root, channels=group.channels, removed=indices))
     for root, mask in implanted.items():
         group = by_root[root]
         _check_mask(group, mask, "implanted")
@@ -76,15 +90,27 @@ def removal_plan(
             chosen = member.indices[mask[member.channels]]
             renumbered = [int(i) - int((removed_indices < i).sum()) for i in chosen]
             steps.append(
-                {
-                    "kind": "implant",
-                    "layer": member.name,
-                    "channels": conv.out_channels - len(removed_indices),
-                    "implanted": sorted(renumbered),
-                    "init": implant_init,
-                }
+                ImplantStep(
+                    kind="implant",
+                    layer=member.name,
+                    channels=conv.out_channels - len(removed_indices),
+                    implanted=sorted(renumbered),
+                    init=init,
+                )
             )
     return make_plan(steps)
+
+
+def removal_plan(
+    groups: Sequence[ChannelGroup],
+    removed: Mapping[str, torch.Tensor],
+    implanted: Mapping[str, torch.Tensor] | None = None,
+    *,
+    previous: Sequence[PlanStep] = (),
+    implant_init: str = "zero",
+) -> dict[str, Any]:
+    """`build_plan` as its plan.json object (`Plan.to_json`)."""
+    return build_plan(groups, removed, implanted, previous=previous, implant_init=implant_init).to_json()
 
 
 def _check_mask(group: ChannelGroup, mask: torch.Tensor, what: str) -> None:
@@ -94,18 +120,19 @@ def _check_mask(group: ChannelGroup, mask: torch.Tensor, what: str) -> None:
         raise StructureError(f"group {group.root!r} may not be pruned: {group.frozen}")
 
 
-def apply_plan(model: nn.Module, plan: dict[str, Any], example_inputs: torch.Tensor) -> nn.Module:
+def apply_plan(model: nn.Module, plan: Plan | Mapping[str, Any], example_inputs: torch.Tensor) -> nn.Module:
     """A physically pruned copy of ``model`` (which is not changed), checked by one forward pass.
 
-    When ``plan`` starts with the steps that already produced ``model`` (`plan_of`, as plans from
-    `removal_plan(..., previous=plan_of(model))` do), those are not applied twice.
+    ``plan`` is a `Plan` or its plan.json object. When it starts with the steps that already
+    produced ``model`` (`plan_of`, as plans from `build_plan(..., previous=plan_of(model))` do),
+    those are not applied twice.
     """
     previous = plan_of(model)
-    steps = list(plan["steps"])
+    steps = list(parse_plan(dict(plan) if isinstance(plan, Mapping) else plan).steps)
     if previous and steps[: len(previous)] == previous:
         steps = steps[len(previous) :]
     clone = independent_copy(model)
-    replay_plan(clone, {**plan, "steps": steps}, example_inputs)
+    replay_plan(clone, make_plan(steps), example_inputs)
     flags = {module: module.training for module in clone.modules()}
     clone.eval()
     try:

@@ -128,9 +128,14 @@ def test_save_and_load_reproduce_outputs(tmp_path: Path) -> None:
     assert loaded.masks is not None and result.masks is not None
     for name in PRUNABLE:
         assert torch.equal(loaded.masks.get(name), result.masks.get(name))
-    assert loaded.info["model"] == {"name": "custom", "input_shape": [3, 8, 8], "num_classes": 5}
-    assert loaded.info["metrics"]["nonzero_prunable"] == result.size.nonzero_prunable
-    assert loaded.info["config"]["prune"]["sparsity"] == 0.8
+    assert loaded.record.model.to_json() == {"name": "custom", "input_shape": [3, 8, 8], "num_classes": 5}
+    assert loaded.record.metrics.nonzero_prunable == result.size.nonzero_prunable
+    assert loaded.record.config.method is not None and loaded.record.config.method["sparsity"] == 0.8
+    assert loaded.record.seed is None and loaded.record.history.method == result.history
+    log = (out / "log.txt").read_text()  # the API call, what the method did, the metrics, the files
+    assert "command: Python API: secateurs.save" in log and "method: magnitude (unstructured)" in log
+    assert f"sparsity: {result.size.sparsity_prunable:.4f} of prunable weights" in log
+    assert f"files: {out}/ holds log.txt, masks.safetensors, model.safetensors, run.json" in log
     with pytest.raises(UsageError, match="already holds a finished run"):
         sec.save(result, out)
 

@@ -1,5 +1,8 @@
 """Synthetic ``results.jsonl`` rows shaped like every method's, for the report tests.
 
+The rows are plain JSON objects in schema version 1 (``before_finetune``, no ``schema_version``),
+like the committed ``results/*.jsonl``: `typed` reads them through the same migration the report does.
+
 Accuracies follow closed formulas (`accuracy`) so tests can compute the expected aggregates by hand:
 ``0.90 - 0.20 · s⁴ - penalty + 0.002 · seed``. Rows mimic the bench runner's (`dense_row`,
 `run_cell`) and what each method adds: LAP (extreme sparsities, per-layer counts), HAP (structured,
@@ -10,13 +13,21 @@ epochs), Campfire (window granularity, per-layer counts, trains while pruning).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from secateurs.bench.results import ResultRow, parse_rows
 
 SEEDS = (0, 1, 2)
 MLP_LAYERS = {"features.0.weight": 235_200, "features.2.weight": 30_000, "classifier.weight": 1_000}
 MLP_PRUNABLE = sum(MLP_LAYERS.values())
 PENALTY = {"dense": 0.0, "magnitude": 0.02, "lap": 0.01, "random": 0.2, "campfire-window": 0.015}
+
+
+def typed(rows: Iterable[dict[str, Any]]) -> list[ResultRow]:
+    """``rows`` as `ResultRow`s, migrated as the report reads them."""
+    return parse_rows(rows, "fixture")
 
 
 def accuracy(sparsity: float, seed: int, penalty: float) -> float:

@@ -51,7 +51,7 @@ def test_a_from_scratch_entry_starts_from_the_dense_runs_initialisation(
 
     monkeypatch.setattr(cells_module, "prune_and_finetune", recording)
     runner.run_suite(path, tmp_path / "out")
-    rows = {row["key"]: row for row in ResultsFile(tmp_path / "out" / "results.jsonl").read()}
+    rows = {row.key: row for row in ResultsFile(tmp_path / "out" / "results.jsonl").read()}
     assert set(rows) == {
         "lenet300|dense|0|0",
         "lenet300|dense|0|1",
@@ -59,8 +59,8 @@ def test_a_from_scratch_entry_starts_from_the_dense_runs_initialisation(
         "lenet300|magnitude|0.5|0",
         "lenet300|magnitude|0.5|1",
     }
-    assert rows["lenet300|gmp|0.5|0"]["train_epochs"] == 0.5  # the entry's own budget, not the suite's finetune
-    assert rows["lenet300|gmp|0.5|0"]["method_info"]["sparsity_pruned_layers"] == pytest.approx(0.5)
+    assert rows["lenet300|gmp|0.5|0"].train_epochs == 0.5  # the entry's own budget, not the suite's finetune
+    assert rows["lenet300|gmp|0.5|0"].info("sparsity_pruned_layers") == pytest.approx(0.5)
     initial = build_initialized("lenet300", load_splits(suite.data), "default", 0)
     for name, value in initial.state_dict().items():
         assert torch.equal(starts["gmp", 0][name], value), name

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from secateurs.bench.results import parse_rows
 from secateurs.bench.runner import run_suite
 from secateurs.bench.suite import cells, load_suite
 from secateurs.bench.table import aggregate, pivot_markdown
@@ -74,8 +75,11 @@ def test_a_rate_suite_records_round_nominal_and_realised_sparsity(tmp_path: Path
     assert row["method_info"]["protocol"]["layers"]["classifier.weight"] == pytest.approx(0.4375)
     assert by_key["lenet300|lap-global|r2|0"]["sparsity"] == row["sparsity"]
     assert by_key["lenet300|lap|0.5|0"]["sparsity"] == 0.5
-    assert 0.0 <= row["before_finetune"]["test_accuracy"] <= 1.0
-    table = pivot_markdown(aggregate(rows), "test_accuracy_before_finetune", labels=["magnitude", "lap-global"])
+    assert 0.0 <= row["metrics_before_finetune"]["test_accuracy"] <= 1.0
+    assert row["schema_version"] == 2 and "before_finetune" not in row
+    table = pivot_markdown(
+        aggregate(parse_rows(rows)), "test_accuracy_before_finetune", labels=["magnitude", "lap-global"]
+    )
     lines = table.splitlines()
     assert lines[0] == f"| method | {100 * (1 - nominal_at(1)):.2f} % | {100 * (1 - nominal):.2f} % |"
     assert lines[0] == "| method | 50.09 % | 25.12 % |"

@@ -34,7 +34,7 @@ def test_a_suite_with_budgets_in_steps(tmp_path: Path) -> None:
     suite.write_text(SUITE)
     out = tmp_path / "bench"
     assert main(["--quiet", "--threads", "1", "bench", str(suite), "--out", str(out)]) == 0
-    rows = {row["label"]: row for row in ResultsFile(out / "results.jsonl").read()}
+    rows = {row.label: row.model_dump(mode="json") for row in ResultsFile(out / "results.jsonl").read()}
     per_epoch = 1100 // 32  # the synthetic training split: 1,100 examples
     assert rows["dense"]["train_epochs"] == pytest.approx(6 / per_epoch)
     assert rows["magnitude"]["train_epochs"] == pytest.approx(4 / per_epoch)

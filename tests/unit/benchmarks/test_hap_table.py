@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
 
 import pytest
 import torch
+
+from secateurs.bench.results import ResultRow, parse_row
 
 
 @pytest.fixture(scope="module")
@@ -15,16 +16,22 @@ def hap_table(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
     return load_benchmark("hap_table")
 
 
-def row(label: str, seed: int, before: float, after: float, sparsity: float = 0.7) -> dict[str, Any]:
-    return {
-        "model": "resnet20",
-        "label": label,
-        "seed": seed,
-        "sparsity": sparsity,
-        "before_finetune": {"test_accuracy": before},
-        "metrics": {"test_accuracy": after, "params": 1000, "macs": 5000},
-        "method_info": {"realised": {"params_removed": sparsity}},
-    }
+def row(label: str, seed: int, before: float, after: float, sparsity: float = 0.7) -> ResultRow:
+    """A version-1 row (``before_finetune``), read as the script reads the committed results."""
+    return parse_row(
+        {
+            "key": f"resnet20|{label}|{sparsity:g}|{seed}",
+            "suite": "hap",
+            "model": "resnet20",
+            "method": label.split("-")[0],
+            "label": label,
+            "seed": seed,
+            "sparsity": sparsity,
+            "before_finetune": {"test_accuracy": before},
+            "metrics": {"test_accuracy": after, "params": 1000, "macs": 5000},
+            "method_info": {"realised": {"params_removed": sparsity}},
+        }
+    )
 
 
 def test_side_by_side_gives_mean_and_sample_std_over_seeds(hap_table: ModuleType) -> None:

@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
+from secateurs.bench.results import ResultRow, parse_row
+
 
 @pytest.fixture(scope="module")
 def report(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
     return load_benchmark("infcop_report")
 
 
-def cell(label: str, method: str, seed: int, test: float, epochs: float, **options: Any) -> dict[str, Any]:
+def cell(label: str, method: str, seed: int, test: float, epochs: float, **options: Any) -> ResultRow:
     rounds = [
         {"round": 1, "sparsity": 0.5, "epochs": epochs / 2, "stop_reason": "flow" if method != "imp" else "budget",
          "cumulative_epochs": epochs / 2, "cumulative_flow_seconds": 0.1, "val_accuracy": 0.8, "test_accuracy": 0.8},
@@ -29,27 +31,37 @@ def cell(label: str, method: str, seed: int, test: float, epochs: float, **optio
         ]
         for record in rounds:
             record["monitor"] = {"information": checks}
-    return {
-        "model": "mlp",
-        "label": label,
-        "method": method,
-        "seed": seed,
-        "config": {"options": {"rounds": 2, **options}},
-        "metrics": {"test_accuracy": test, "val_accuracy": test, "sparsity_prunable": 0.75},
-        "train_epochs": epochs,
-        "method_info": {"flow_check_seconds": 0.2, "cost_epoch_equivalents": epochs + 0.1},
-        "history": {"method": rounds},
-    }
+    return parse_row(
+        {
+            "key": f"mlp|{label}|0.75|{seed}",
+            "suite": "infcop",
+            "sparsity": 0.75,
+            "model": "mlp",
+            "label": label,
+            "method": method,
+            "seed": seed,
+            "config": {"options": {"rounds": 2, **options}},
+            "metrics": {"test_accuracy": test, "val_accuracy": test, "sparsity_prunable": 0.75},
+            "train_epochs": epochs,
+            "method_info": {"flow_check_seconds": 0.2, "cost_epoch_equivalents": epochs + 0.1},
+            "history": {"method": rounds},
+        }
+    )
 
 
-def rows() -> list[dict[str, Any]]:
-    dense = {
-        "model": "mlp",
-        "label": "dense",
-        "method": "dense",
-        "seed": 0,
-        "metrics": {"val_accuracy": 0.7, "test_accuracy": 0.69},
-    }
+def rows() -> list[ResultRow]:
+    dense = parse_row(
+        {
+            "key": "mlp|dense|0|0",
+            "suite": "infcop",
+            "sparsity": 0.0,
+            "model": "mlp",
+            "label": "dense",
+            "method": "dense",
+            "seed": 0,
+            "metrics": {"val_accuracy": 0.7, "test_accuracy": 0.69},
+        }
+    )
     return [
         dense,
         cell("imp", "imp", 0, 0.880, 6.0, monitor="information"),
@@ -99,7 +111,8 @@ def test_across_round_correlation_is_taken_per_seed(report: ModuleType) -> None:
     imp_rows = []
     for seed, offset in ((0, 0.0), (1, 1.0)):
         row = cell("imp", "imp", seed, 0.88, 6.0, monitor="information")
-        row["history"]["method"] = [
+        assert row.history is not None
+        row.history.method = [
             {
                 "round": k + 1,
                 "sparsity": sparsity,

@@ -43,7 +43,8 @@ def test_train_with_campfire_prunes_while_training_and_exports_packed(tmp_path: 
     }
     for layer in method["layers"].values():
         assert layer["sparsity"] == pytest.approx(6 / 9) and layer["final_sparsity"] == pytest.approx(6 / 9)
-    assert info["history"][-1]["masks_frozen"] and info["history"][-1]["sparsity"] == pytest.approx(6 / 9)
+    epochs = info["history"]["train"]
+    assert epochs[-1]["masks_frozen"] and epochs[-1]["sparsity"] == pytest.approx(6 / 9)
     assert method["storage"]["packed_bytes"] < method["storage"]["csr_bytes"] < method["storage"]["dense_bytes"]
 
     run = load_run(out)
@@ -128,7 +129,8 @@ def test_train_run_reports_robustness_when_asked(tmp_path: Path) -> None:
         seed=0,
         options=RunOptions(out=tmp_path / "r", measure=MeasureConfig(latency=False, robustness=robustness)),
     )
-    result = info["metrics"]["robustness"]
-    assert result["examples"] == 64 and result["split"] == "test"
-    assert result["fgsm"]["0"] == result["pgd"]["0"] == result["clean"]
-    assert result["pgd"]["0.05"] <= result["clean"]
+    result = info.metrics.robustness
+    assert result is not None and result.fgsm is not None and result.pgd is not None
+    assert result.examples == 64 and result.split == "test"
+    assert result.fgsm["0"] == result.pgd["0"] == result.clean
+    assert result.pgd["0.05"] <= result.clean

@@ -136,10 +136,11 @@ def test_run_json_records_the_split_and_old_runs_reload_with_tail(tmp_path: Path
     budget = TrainConfig(steps=5, batch_size=32)
     options = RunOptions(out=tmp_path / "run", measure=MeasureConfig(latency=False))
     info = train_run("lenet300", data.model_copy(update={"split": "tail"}), budget, seed=0, options=options)
-    split = info["split"]
-    assert split["kind"] == "tail" and split["sizes"] == {"train": 550, "val": 50, "test": 50}
-    assert split["val_classes"] == [0] * 9 + [50] and "skewed by class" in split["warning"]
-    assert info["config"]["data"]["split"] == "tail" and info["train_steps"] == 5
+    split = info.split
+    assert split is not None and split.kind == "tail" and split.sizes == {"train": 550, "val": 50, "test": 50}
+    assert split.val_classes == [0] * 9 + [50] and split.warning is not None and "skewed by class" in split.warning
+    assert info.config.data is not None and info.config.data.model_dump()["split"] == "tail"
+    assert info.train_steps == 5
 
     # a run.json written before splits had a kind: its config.data has no 'split'
     run_file = tmp_path / "run" / "run.json"
@@ -147,7 +148,7 @@ def test_run_json_records_the_split_and_old_runs_reload_with_tail(tmp_path: Path
     recorded["config"]["data"] = {"name": "npz", "dir": data.dir}
     run_file.write_text(json.dumps(recorded))
     again = evaluate_run(tmp_path / "run")
-    assert again["val_accuracy"] == info["metrics"]["val_accuracy"]  # measured on the same tail split
+    assert again.val_accuracy == info.metrics.val_accuracy  # measured on the same tail split
     assert DataConfig.from_record(recorded["config"]["data"], None, "run").split == "tail"
     stratified = load_splits(data)
     assert stratified.info is not None and stratified.info.val_classes == [5] * 10

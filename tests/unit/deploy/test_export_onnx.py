@@ -21,6 +21,7 @@ from torch import nn
 
 from secateurs.deploy.export_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx_model, onnx_metadata, onnxruntime_session
 from secateurs.models import build_model
+from secateurs.runs.record import parse_record
 from secateurs.sparsity.masks import MaskStore, plain_state_dict
 from secateurs.sparsity.targets import prunable_names
 
@@ -117,10 +118,13 @@ def test_a_torch_pruning_model_with_an_implant_exports(tmp_path: Path) -> None:
 def test_metadata_carries_the_preprocessing(tmp_path: Path) -> None:
     info = {
         "name": "l300",
+        "kind": "train",
+        "seed": 0,
+        "metrics": {},
         "model": {"name": "lenet300", "input_shape": [1, 28, 28], "num_classes": 10},
         "preprocessing": {"dataset": "fashion-mnist", "input_shape": [1, 28, 28], "mean": [0.286], "std": [0.353]},
     }
-    metadata = onnx_metadata(info)
+    metadata = onnx_metadata(parse_record(info))
     path = tmp_path / "l300.onnx"
     export_onnx_model(build_model("lenet300", (1, 28, 28), 10), (1, 28, 28), path, metadata=metadata)
     stored = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}

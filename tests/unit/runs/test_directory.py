@@ -17,6 +17,7 @@ from secateurs.errors import ConfigError, RunDirError
 from secateurs.io import files
 from secateurs.io.files import atomic_write_json, load_tensors, read_json, save_tensors
 from secateurs.runs.directory import load_run, read_run, writing_run
+from secateurs.runs.record import Metrics, RunRecord, parse_record
 from secateurs.sparsity.masks import MaskStore
 
 
@@ -31,22 +32,26 @@ class Net(nn.Module):
 
 
 def info(**changes: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
+    raw: dict[str, Any] = {
         "kind": "prune",
         "model": {"name": "custom", "input_shape": [4], "num_classes": 3},
         "preprocessing": {"mean": None, "std": None},
         "seed": 0,
         "metrics": {"val_accuracy": 0.5},
     }
-    record.update(changes)
-    return record
+    raw.update(changes)
+    return raw
 
 
-def write_run(out: Path, model: nn.Module, masks: MaskStore | None = None, **kwargs: Any) -> dict[str, Any]:
+def record(**changes: Any) -> RunRecord:
+    return parse_record(info(**changes))
+
+
+def write_run(out: Path, model: nn.Module, masks: MaskStore | None = None, **kwargs: Any) -> RunRecord:
     with writing_run(out, **kwargs) as stage:
         stage.save_model(model)
         stage.save_masks(masks)
-        return stage.commit(info())
+        return stage.commit(record())
 
 
 def listing(directory: Path) -> list[str]:
@@ -62,11 +67,14 @@ def test_commit_publishes_the_run(tmp_path: Path) -> None:
         stage.checkpoint_dir.mkdir()
         (stage.checkpoint_dir / "x").write_text("checkpoint")
         stage.save_model(Net())
-        record = stage.commit(info())
+        published = stage.commit(record())
     assert listing(tmp_path) == ["run"]
     assert listing(out) == ["log.txt", "model.safetensors", "run.json"]  # checkpoints dropped
-    assert json.loads((out / "run.json").read_text()) == record
-    assert record["name"] == "run" and record["seed"] == 0 and "torch" in record["versions"]
+    assert json.loads((out / "run.json").read_text()) == published.to_json()
+    assert read_run(out) == published
+    assert published.name == "run" and published.seed == 0 and published.versions is not None
+    assert published.versions.torch == torch.__version__ and published.schema_version == 2
+    assert "files: " in (out / "log.txt").read_text()  # the log ends with what was published
 
 
 def test_another_exception_keeps_the_partial_for_resume(tmp_path: Path) -> None:
@@ -78,7 +86,7 @@ def test_another_exception_keeps_the_partial_for_resume(tmp_path: Path) -> None:
     assert listing(tmp_path / ".run.partial") == ["log.txt", "model.safetensors"]
     with writing_run(out, resume=True) as stage:
         assert stage.resumed and (stage.path / "model.safetensors").is_file()
-        stage.commit(info())
+        stage.commit(record())
     assert listing(tmp_path) == ["run"]
 
 
@@ -89,7 +97,7 @@ def test_without_resume_a_stale_partial_is_discarded(tmp_path: Path) -> None:
     with writing_run(tmp_path / "run") as stage:
         assert not stage.resumed and listing(stage.path) == ["log.txt"]
         stage.save_model(Net())
-        stage.commit(info())
+        stage.commit(record())
 
 
 def test_a_usage_error_removes_the_staging_dir(tmp_path: Path) -> None:
@@ -108,7 +116,7 @@ def test_leaving_without_commit_publishes_nothing(tmp_path: Path) -> None:
 
 def test_commit_without_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match=r"no model.safetensors was written"), writing_run(tmp_path / "run") as stage:
-        stage.commit(info())
+        stage.commit(record())
     assert listing(tmp_path) == []
 
 
@@ -164,7 +172,7 @@ def test_a_stale_lock_is_taken_over(tmp_path: Path) -> None:
     with writing_run(tmp_path / "run") as stage:
         assert (tmp_path / ".run.lock").read_text() == str(os.getpid())
         stage.save_model(Net())
-        stage.commit(info())
+        stage.commit(record())
     assert listing(tmp_path) == ["run"]
 
 
@@ -197,7 +205,7 @@ def test_read_run_errors(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="'model' needs name, input_shape and num_classes"):
         read_run(bare)
     (bare / "run.json").write_text(json.dumps(info()))
-    assert read_run(bare)["metrics"] == {"val_accuracy": 0.5}
+    assert read_run(bare).metrics == Metrics(val_accuracy=0.5)
 
 
 def masked_net() -> tuple[Net, MaskStore, dict[str, torch.Tensor]]:
@@ -225,7 +233,7 @@ def test_load_run_round_trips_a_masked_model(tmp_path: Path) -> None:
     x = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
     assert torch.equal(loaded.model(x), model(x))
     assert not loaded.model.training
-    assert loaded.info["model"]["input_shape"] == [4] and loaded.plan is None
+    assert loaded.record.model.input_shape == [4] and loaded.plan is None
 
 
 def test_load_run_of_another_model_names_the_key(tmp_path: Path) -> None:

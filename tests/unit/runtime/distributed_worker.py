@@ -21,6 +21,7 @@ from secateurs.data.types import split_validation
 from secateurs.errors import RunDirError, UsageError
 from secateurs.runs.directory import is_run_dir
 from secateurs.runs.distributed import writing_run_on
+from secateurs.runs.record import Metrics, ModelSpec, Preprocessing, RunRecord
 from secateurs.runtime import distributed
 from secateurs.sparsity.masks import MaskStore
 from secateurs.training import consistency
@@ -109,8 +110,17 @@ def run_directories(world: distributed.World, root: Path) -> dict[str, Any]:
     with writing_run_on(world, out) as stage:
         result["checkpoint_dir"] = str(stage.checkpoint_dir) if stage.checkpoint_dir else None
         stage.save_model(model)
-        record = stage.commit({"kind": "train", "model": {}, "preprocessing": {}, "seed": 0, "metrics": {"x": 1}})
-    result["record_name"] = record["name"]
+        record = stage.commit(
+            RunRecord(
+                kind="train",
+                seed=0,
+                model=ModelSpec(name="mlp", input_shape=[4], num_classes=3),
+                preprocessing=Preprocessing(),
+                metrics=Metrics(val_accuracy=0.5),
+            )
+        )
+    result["record_name"] = record.name
+    result["record_accuracy"] = record.metrics.val_accuracy
     result["listing_after"] = sorted(path.name for path in root.iterdir())
     result["run_complete"] = is_run_dir(root / "run")
     try:

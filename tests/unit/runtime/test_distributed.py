@@ -177,7 +177,7 @@ def test_only_rank_0_writes_and_the_others_wait(two_ranks: list[dict[str, Any]])
     assert leader["checkpoint_dir"] is not None and leader["checkpoint_dir"].endswith(".run.partial/checkpoint")
     assert follower["checkpoint_dir"] is None
     for result in (leader, follower):
-        assert result["record_name"] == "run"
+        assert result["record_name"] == "run" and result["record_accuracy"] == 0.5  # rank 0's record on every rank
         assert result["listing_after"] == ["run"]  # no partial dir or lock file of any rank left, nothing else
         assert result["run_complete"] is True
         assert "already holds a finished run; pass --overwrite" in result["refusal"]  # raised on every rank

@@ -17,7 +17,7 @@ from secateurs.metrics.counts import count_macs, count_params
 from secateurs.models import build_model
 from secateurs.structure.groups import channel_graph
 from secateurs.structure.implant import ImplantedConv2d
-from secateurs.structure.plan import plan_of, replace_module, replay_plan
+from secateurs.structure.plan import make_plan, plan_of, replace_module, replay_plan
 from secateurs.structure.surgery import apply_plan, removal_plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -173,7 +173,7 @@ def test_implanted_model_survives_later_surgery(tmp_path: Path) -> None:
         assert (second(inputs) - reference(inputs)).abs().max() < 1e-5
     # the chained plan (both stages) rebuilds the twice-pruned model from the fresh registry model
     fresh = build_model("resnet8", (1, 8, 8), 4)
-    replay_plan(fresh, {"format": "secateurs-plan/1", "steps": plan_of(second)}, inputs[:1])
+    replay_plan(fresh, make_plan(plan_of(second)), inputs[:1])
     sec.sparsity.masks.load_plain_state_dict(fresh, sec.sparsity.masks.plain_state_dict(second))
     with torch.no_grad():
         assert torch.equal(fresh.eval()(inputs), second(inputs))
