@@ -12,7 +12,7 @@ from secateurs.sparsity.masks import load_plain_state_dict, plain_state_dict
 from secateurs.structure.costs import SizeModel
 from secateurs.structure.groups import channel_graph
 from secateurs.structure.plan import replay_plan
-from secateurs.structure.surgery import apply_plan, masked_copy, removal_masks, removal_plan
+from secateurs.structure.surgery import apply_plan, keep_masks, masked_copy, removal_plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,13 +38,14 @@ def randomized(name: str, seed: int) -> nn.Module:
     return model
 
 
-def random_removal(graph, generator: torch.Generator) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
-    removed = {}
+def random_kept(graph, generator: torch.Generator) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
+    """Keep-masks removing about 40 % of every prunable group's units (never all of them)."""
+    kept = {}
     for group in graph.prunable():
-        units = torch.rand(group.unit_count, generator=generator) < 0.4
-        units[int(torch.randint(group.unit_count, (1,), generator=generator))] = False
-        removed[group.root] = group.channels_of_units(units)
-    return removed
+        units = torch.rand(group.unit_count, generator=generator) >= 0.4
+        units[int(torch.randint(group.unit_count, (1,), generator=generator))] = True
+        kept[group.root] = group.channels_of_units(units)
+    return kept
 
 
 @pytest.mark.parametrize("name", CONV_MODELS)
@@ -52,16 +53,16 @@ def test_masked_equals_pruned_sizes_are_exact_and_plan_replays(name: str) -> Non
     model = randomized(name, 0)
     inputs = torch.randn(3, *shape_of(name))
     graph = channel_graph(model, inputs[:2])
-    removed = random_removal(graph, torch.Generator().manual_seed(1))
-    assert any(bool(m.any()) for m in removed.values())
-    plan = removal_plan(graph.groups, removed)
+    kept = random_kept(graph, torch.Generator().manual_seed(1))
+    assert any(not bool(m.all()) for m in kept.values())
+    plan = removal_plan(graph.groups, kept)
     pruned = apply_plan(model, plan, inputs[:2]).eval()
 
-    masked = masked_copy(model, removal_masks(graph.groups, removed)).eval()
+    masked = masked_copy(model, keep_masks(graph.groups, kept)).eval()
     with torch.no_grad():
         assert (masked(inputs) - pruned(inputs)).abs().max().item() <= 1e-5
 
-    predicted = SizeModel(graph, shape_of(name)).size(removed, {})
+    predicted = SizeModel(graph, shape_of(name)).size(kept, {})
     assert predicted.params == count_params(pruned) < count_params(model)
     assert predicted.macs == count_macs(pruned, shape_of(name))
 
