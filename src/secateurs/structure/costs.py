@@ -103,20 +103,24 @@ class SizeModel:
             return 1.0 - size.macs / self.original.macs
         return 1.0 - size.params / self.original.params
 
+    def layer_sizes(self, kept: Mapping[str, torch.Tensor], implanted: Mapping[str, torch.Tensor]) -> dict[str, Size]:
+        """Parameters and MACs of every layer in a group after the change, by layer name."""
+        return {name: self._layer_size(layer, kept, implanted) for name, layer in self.layers.items()}
+
     def _managed(self, kept: Mapping[str, torch.Tensor], implanted: Mapping[str, torch.Tensor]) -> Size:
-        params = macs = 0
-        for layer in self.layers.values():
-            handler, module = layer.member.handler, layer.module
-            out_kept = torch.ones(handler.channels(module, "out"), dtype=torch.bool)
-            new_implants = 0
-            for root, member in layer.outs:
-                if root in kept:
-                    out_kept[member.indices[~kept[root][member.channels]]] = False
-                if root in implanted:
-                    new_implants += int(implanted[root][member.channels].sum())
-            in_gone = sum(int((~kept[root][m.channels]).sum()) for root, m in layer.ins if root in kept)
-            change = ChannelChange(out_kept, handler.channels(module, "in") - in_gone, new_implants)
-            size = handler.size(module, change)
-            params += size.params
-            macs += size.mac_weights * layer.positions
-        return Size(params, macs)
+        sizes = self.layer_sizes(kept, implanted).values()
+        return Size(sum(size.params for size in sizes), sum(size.macs for size in sizes))
+
+    @staticmethod
+    def _layer_size(layer: _Layer, kept: Mapping[str, torch.Tensor], implanted: Mapping[str, torch.Tensor]) -> Size:
+        handler, module = layer.member.handler, layer.module
+        out_kept = torch.ones(handler.channels(module, "out"), dtype=torch.bool)
+        new_implants = 0
+        for root, member in layer.outs:
+            if root in kept:
+                out_kept[member.indices[~kept[root][member.channels]]] = False
+            if root in implanted:
+                new_implants += int(implanted[root][member.channels].sum())
+        in_gone = sum(int((~kept[root][m.channels]).sum()) for root, m in layer.ins if root in kept)
+        size = handler.size(module, ChannelChange(out_kept, handler.channels(module, "in") - in_gone, new_implants))
+        return Size(size.params, size.mac_weights * layer.positions)
