@@ -42,6 +42,6 @@ def catalog(what: str) -> list[tuple[str, str]]:
 def channel_criteria_of_methods() -> list[tuple[str, str]]:
     """``(structured method, the channel criterion it runs)`` for every method built on a criterion."""
     from secateurs.methods import METHODS
-    from secateurs.methods.structured import ChannelPruning
+    from secateurs.methods.channel_pruning import ChannelPruning
 
     return [(name, method.criterion) for name, method in METHODS.items() if isinstance(method, ChannelPruning)]

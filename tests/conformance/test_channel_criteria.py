@@ -14,7 +14,7 @@ from torch import nn
 
 import secateurs as sec
 from secateurs.methods import METHODS
-from secateurs.methods.structured import ChannelPruning
+from secateurs.methods.channel_pruning import ChannelPruning
 from secateurs.models import build_model
 from secateurs.scoring.channel_criteria import CHANNEL_SCORERS, ChannelContext, NoCriterionOptions
 from secateurs.structure.groups import channel_graph

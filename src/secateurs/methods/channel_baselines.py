@@ -22,7 +22,7 @@ params|macs|channels`` sets what ``sparsity`` measures.
 from __future__ import annotations
 
 from secateurs.methods.base import register_method
-from secateurs.methods.structured import ChannelOptions, ChannelPruning
+from secateurs.methods.channel_pruning import ChannelOptions, ChannelPruning
 
 
 class L1Filter(ChannelPruning[ChannelOptions]):

@@ -54,7 +54,8 @@ from pydantic import Field
 
 from secateurs.allocation.channels import GroupScores
 from secateurs.methods.base import register_method
-from secateurs.methods.structured import ChannelOptions, ChannelPruning, Masks
+from secateurs.methods.channel_pruning import ChannelOptions, ChannelPruning
+from secateurs.methods.structured import Masks
 from secateurs.scoring.channel_criteria.hap import HessianTraceOptions
 from secateurs.structure.groups import ChannelGroup
 from secateurs.structure.surgery import implantable

@@ -23,7 +23,7 @@ What counts as prunable, and what MACs are counted
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from secateurs.errors import UsageError
-from secateurs.layers import handler_for, weight_layers
+from secateurs.layers import LayerHandler, weight_layers
 
 __all__ = [
     "SizeReport",
@@ -164,16 +164,17 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, effective: boo
     device, dtype = model_device_and_dtype(model)
     total = 0
 
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        nonlocal total
-        if not isinstance(output, torch.Tensor):
-            raise UsageError(f"expected a tensor output from {type(module).__name__}; got {type(output).__name__}")
-        handler = handler_for(module)
-        assert handler is not None
-        total += handler.macs(module, output, effective=effective)
+    def hook_for(handler: LayerHandler[Any]) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            nonlocal total
+            if not isinstance(output, torch.Tensor):
+                raise UsageError(f"expected a tensor output from {type(module).__name__}; got {type(output).__name__}")
+            total += handler.macs(module, output, effective=effective)
+
+        return hook
 
     training_flags = {module: module.training for module in model.modules()}
-    handles = [module.register_forward_hook(hook) for _, module, _ in weight_layers(model)]
+    handles = [module.register_forward_hook(hook_for(handler)) for _, module, handler in weight_layers(model)]
     try:
         model.eval()
         with torch.no_grad():
