@@ -104,7 +104,11 @@ class ChannelPruning(StructuredPruning[ChannelOptionsT]):
         kept: Sequence[torch.Tensor],
         options: ChannelOptionsT,
     ) -> Masks:
-        """Which units the allocation removes (``kept`` false, per unit) become implants instead (none here)."""
+        """Which units the allocation removes (``kept`` false, per unit) become implants instead (none here).
+
+        ``specs`` hold the scores the allocation policy ranks (normalized per group for ``normalized``).
+        Returns implant masks per group channel; mutates nothing.
+        """
         return {}
 
     def implanting(self, options: ChannelOptionsT) -> bool:
@@ -170,10 +174,12 @@ class ChannelPruning(StructuredPruning[ChannelOptionsT]):
             normalizer=options.normalizer,
         )
 
+        policy_specs = ranked(specs, allocation_config)  # the scores the policy compares (implants too)
+
         def split(kept_units: Sequence[torch.Tensor]) -> tuple[Masks, Masks]:
             """Per-channel keep-masks (implants kept) and implant masks from per-unit keep-masks."""
             kept = {g.root: g.channels_of_units(m) for g, m in zip(groups, kept_units, strict=True)}
-            implanted = self.implants(groups, specs, kept_units, options)
+            implanted = self.implants(groups, policy_specs, kept_units, options)
             return {root: mask | implanted.get(root, torch.zeros_like(mask)) for root, mask in kept.items()}, implanted
 
         def cost(kept_units: list[torch.Tensor]) -> float:
@@ -182,7 +188,7 @@ class ChannelPruning(StructuredPruning[ChannelOptionsT]):
         allocation: Allocation
         if options.latency_aware:
             allocation, info["latency_table"] = self._latency_allocation(
-                ranked(specs, allocation_config), graph, config, options, allocation_config, cost, context
+                policy_specs, graph, config, options, allocation_config, cost, context
             )
         elif config.target == "channels":
             allocation = fixed_channels(specs, config.sparsity, allocation_config)
