@@ -8,7 +8,8 @@ CATALOGS = ("methods", "models", "datasets", "scorers", "granularities", "format
 
 
 def catalog(what: str) -> list[tuple[str, str]]:
-    """``(name, description)`` rows of the registry ``what``, sorted by name."""
+    """``(name, description)`` rows of the registry ``what``, sorted by name (``scorers``: the per-weight
+    scorers, then the channel criteria, each row saying which kind it is)."""
     if what == "methods":
         from secateurs.methods import METHODS
 
@@ -23,8 +24,10 @@ def catalog(what: str) -> list[tuple[str, str]]:
         return [(name, e.description) for name, e in DATASETS.items()]
     if what == "scorers":
         from secateurs.scoring import SCORERS
+        from secateurs.scoring.channel_criteria import CHANNEL_SCORERS
 
-        return [(name, e.description) for name, e in SCORERS.items()]
+        weights = [(name, f"[weights] {e.description}") for name, e in SCORERS.items()]
+        return weights + [(name, f"[channels] {e.description}") for name, e in CHANNEL_SCORERS.items()]
     if what == "granularities":
         from secateurs.sparsity.granularity import GRANULARITIES
 
@@ -34,3 +37,11 @@ def catalog(what: str) -> list[tuple[str, str]]:
 
         return [(name, e.description) for name, e in load_exporters().items()]
     raise UsageError(f"cannot list {what!r}; accepted: {', '.join(CATALOGS)}")
+
+
+def channel_criteria_of_methods() -> list[tuple[str, str]]:
+    """``(structured method, the channel criterion it runs)`` for every method built on a criterion."""
+    from secateurs.methods import METHODS
+    from secateurs.methods.channel_pruning import ChannelPruning
+
+    return [(name, method.criterion) for name, method in METHODS.items() if isinstance(method, ChannelPruning)]

@@ -1,4 +1,5 @@
-"""Append-only name → object registries (models, datasets, methods, scorers, granularities).
+"""Append-only registries: name → object (models, datasets, methods, scorers, granularities) and
+class → object (layer handlers, looked up along the MRO).
 
 Each registry is the single place a family of plug-ins is looked up; registry-wide tests iterate
 over `Registry.names()` so a new entry is tested automatically.
@@ -50,6 +51,43 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class TypeRegistry(Generic[T]):
+    """Plug-ins keyed by a class, looked up along an instance's MRO (a subclass finds its base's entry).
+
+    Append-only like `Registry`: a class is registered once and never removed.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[type, T] = {}
+
+    def add(self, key: type, obj: T) -> None:
+        if key in self._entries:
+            raise ValueError(f"{self.kind} for {key.__qualname__} is already registered")
+        self._entries[key] = obj
+
+    def lookup(self, cls: type) -> T | None:
+        """The entry of the first class in ``cls.__mro__`` that has one, or None."""
+        for base in cls.__mro__:
+            entry = self._entries.get(base)
+            if entry is not None:
+                return entry
+        return None
+
+    def types(self) -> list[type]:
+        """The registered classes, in registration order."""
+        return list(self._entries)
+
+    def items(self) -> Iterator[tuple[type, T]]:
+        yield from self._entries.items()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)

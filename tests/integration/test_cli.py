@@ -129,9 +129,13 @@ def test_list_names_registered_things(capsys: pytest.CaptureFixture[str]) -> Non
         code, stdout, _ = run_cli(capsys, "list", what)
         assert code == 0 and expected in stdout
     code, stdout, _ = run_cli(capsys, "list", "scorers")
-    assert code == 0 and "\nlap " in stdout  # per-weight scorers, then where the channel criteria are
-    last = stdout.strip().splitlines()[-1]
-    assert last.startswith("channel criteria are structured methods") and "hap" in last and "l2-filter" in last
+    assert code == 0 and "\nlap " in stdout  # per-weight scorers, then the channel criteria and their methods
+    lines = stdout.strip().splitlines()
+    kinds = [line.split()[1] for line in lines if line and not line.startswith("channel criteria")]
+    assert kinds == sorted(kinds, key=lambda kind: kind != "[weights]") and "[channels]" in kinds
+    assert any(line.startswith("l2 ") and "[channels]" in line for line in lines)
+    last = lines[-1]
+    assert last.startswith("channel criteria are used by the structured methods") and "l2-filter (l2)" in last
 
 
 def test_recipe_runs_train_then_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -70,7 +70,8 @@ def test_a_training_run_logs_its_command_config_data_model_metrics_and_files(run
     names = sections(text)
     assert names == ["command", "config", "data", "model", "training", "metrics", "timings", "files"]
     assert f"command: secateurs --threads 1 {' '.join(TRAIN)} --out {runs['dense']}\n" in text
-    assert "    data: name=synthetic, dir=None, split=stratified, split_seed=0," in text and "    model: lenet5\n" in text
+    assert "    data: name=synthetic, dir=None, split=stratified, split_seed=0," in text
+    assert "    model: lenet5\n" in text
     assert "    train: epochs=1, steps=None, batch_size=128, eval_batch_size=1000, optimizer=sgd, lr=0.05," in text
     assert "data: synthetic: 1,100 train / 100 validation / 400 test images of 1×28×28, 10 classes\n" in text
     preprocessing = record.preprocessing

@@ -1,12 +1,23 @@
-"""How many channels each group loses: global or layer-wise ranking, caps, minimums, rounding.
+"""How many channels each group keeps: the allocation policies, caps, minimums, rounding.
 
 Pure functions over `GroupScores` (one score and one channel count per *unit*: a channel, or the
 channels a grouped convolution ties together). Within a group, units are always removed from the
-lowest score up, so an allocation is fully described by how many units each group loses.
+lowest score up, so an allocation is fully described by how many units each group loses; its masks
+are per unit, True = kept (`kept_units`).
+
+Policies (``scope``):
 
 * **global**: one ranking over the units of all groups; the ``k`` lowest-scored removable units go.
   HAP (METHODS.md §2.2) ranks globally.
 * **layerwise**: every group loses the same fraction ``r`` of its channels (its own ranking).
+* **normalized**: each group's unit scores are divided by a statistic of that group's unit scores
+  (``normalizer``: ``mean``, Torch-Pruning's default, or ``l2``, the norm), then one global ranking, so
+  layers whose scores live on different scales compete on their relative importance. A statistic
+  that is not positive leaves the group's scores as they are (dividing by it would reverse or
+  break their order).
+
+Limits, under every policy:
+
 * **cap** (``max_layer_ratio``, default 0.95): a group never loses more than that fraction of its
   channels, nor so many that fewer than ``min_channels`` remain. Under a global ranking, units past a
   group's cap are simply not candidates (HAP's per-layer fallback to its own 95 % quantile; done
@@ -15,19 +26,26 @@ lowest score up, so an allocation is fully described by how many units each grou
   that the cap and the minimum allow (where possible: tied units may make it unreachable).
 
 `search` turns a target into an allocation: for ``channels`` the fraction of prunable channels is
-given directly; for ``params`` / ``macs`` it bisects ``k`` (global) or ``r`` (layerwise) on a cost
-function that returns the fraction removed, and keeps the candidate closest to the target.
+given directly (`fixed_channels`); for ``params`` / ``macs`` it bisects ``k`` (global, normalized) or
+``r`` (layerwise) with `allocation.search.bisect` on a cost function that returns the fraction
+removed, and keeps the candidate closest to the target.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 
+from secateurs.allocation.search import bisect
 from secateurs.errors import StructureError
+
+Scope = Literal["global", "layerwise", "normalized"]
+Normalizer = Literal["mean", "l2"]
+NORMALIZERS: tuple[Normalizer, ...] = ("mean", "l2")
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,34 @@ class GroupScores:
 
 @dataclass(frozen=True)
 class AllocationConfig:
-    scope: str = "global"
+    scope: Scope = "global"
     max_layer_ratio: float = 0.95
     min_channels: int = 1
     round_to: int = 1
+    normalizer: Normalizer = "mean"
+    """The per-group statistic of scope ``normalized``."""
+
+
+def normalized(groups: Sequence[GroupScores], normalizer: Normalizer) -> list[GroupScores]:
+    """Each group's unit scores divided by their mean (``mean``) or L2 norm (``l2``), when positive."""
+    result = []
+    for group in groups:
+        scores = group.scores.to(torch.float64)
+        if normalizer == "mean":
+            statistic = scores.mean() if scores.numel() else torch.tensor(0.0, dtype=torch.float64)
+        elif normalizer == "l2":
+            statistic = scores.norm()
+        else:
+            raise StructureError(f"unknown normalizer {normalizer!r}; accepted: {', '.join(NORMALIZERS)}")
+        if bool(statistic > 0) and math.isfinite(float(statistic)):
+            scores = scores / statistic
+        result.append(replace(group, scores=scores))
+    return result
+
+
+def ranked(groups: Sequence[GroupScores], config: AllocationConfig) -> list[GroupScores]:
+    """The scores the policy ranks: normalized for scope ``normalized``, as given otherwise."""
+    return normalized(groups, config.normalizer) if config.scope == "normalized" else list(groups)
 
 
 def ascending(group: GroupScores) -> torch.Tensor:
@@ -122,27 +164,34 @@ def rounded_counts(groups: Sequence[GroupScores], counts: Sequence[int], config:
     return result
 
 
-def removal_masks(groups: Sequence[GroupScores], counts: Sequence[int]) -> list[torch.Tensor]:
-    """Boolean removed-mask over each group's units for the given unit counts."""
+def kept_units(groups: Sequence[GroupScores], counts: Sequence[int]) -> list[torch.Tensor]:
+    """Keep-mask over each group's units (True = kept) when group i loses its ``counts[i]`` lowest units."""
     masks = []
     for group, count in zip(groups, counts, strict=True):
-        mask = torch.zeros(len(group.scores), dtype=torch.bool)
-        mask[ascending(group)[:count]] = True
+        mask = torch.ones(len(group.scores), dtype=torch.bool)
+        mask[ascending(group)[:count]] = False
         masks.append(mask)
     return masks
+
+
+def removed_channels(groups: Sequence[GroupScores], kept: Sequence[torch.Tensor]) -> int:
+    """Channels the keep-masks ``kept`` (per unit) remove, over all groups."""
+    return sum(int(group.sizes[~mask].sum()) for group, mask in zip(groups, kept, strict=True))
 
 
 @dataclass(frozen=True)
 class Allocation:
     counts: list[int]
     """Units removed per group."""
-    masks: list[torch.Tensor]
-    """Removed units per group (boolean)."""
+    kept: list[torch.Tensor]
+    """Kept units per group (boolean, True = kept)."""
     achieved: float
     """Fraction of the target quantity removed."""
 
 
 CostFn = Callable[[list[torch.Tensor]], float]
+"""Per-group unit keep-masks → the fraction of the target quantity they remove (never decreasing
+as more units go)."""
 
 
 def search(
@@ -155,23 +204,23 @@ def search(
 ) -> Allocation:
     """The allocation whose ``cost`` (fraction removed) is closest to ``target``.
 
-    ``cost`` maps per-group removed-unit masks to the fraction of ``quantity`` removed; it must not
-    decrease when more units go. Raises `StructureError` when even the largest allowed removal stays
-    below the target.
+    Raises `StructureError` when even the largest allowed removal stays below the target.
     """
+    groups = ranked(groups, config)
 
     def evaluate(counts: list[int]) -> Allocation:
         counts = rounded_counts(groups, counts, config)
-        masks = removal_masks(groups, counts)
+        masks = kept_units(groups, counts)
         return Allocation(counts, masks, cost(masks))
 
-    if config.scope == "global":
-        order = global_order(groups, config)
-        candidates: Callable[[float], list[int]] = lambda k: global_counts(groups, order, int(k))  # noqa: E731
-        low, high, integer = 0.0, float(len(order)), True
-    else:
+    candidates: Callable[[float], list[int]]
+    if config.scope == "layerwise":
         candidates = lambda ratio: layerwise_counts(groups, ratio, config)  # noqa: E731
         low, high, integer = 0.0, 1.0, False
+    else:
+        order = global_order(groups, config)
+        candidates = lambda k: global_counts(groups, order, int(k))  # noqa: E731
+        low, high, integer = 0.0, float(len(order)), True
     most = evaluate(candidates(high))
     if most.achieved < target - 1e-9:
         limited = [g.name for g, c in zip(groups, most.counts, strict=True) if c == removable_units(g, config)]
@@ -180,29 +229,30 @@ def search(
             f"{config.max_layer_ratio} and min_channels={config.min_channels} (at their limit: "
             f"{', '.join(limited[:6])}{' …' if len(limited) > 6 else ''})"
         )
-    best = evaluate(candidates(low))
-    if best.achieved >= target:
-        return best
-    for _ in range(64 if not integer else max(1, math.ceil(math.log2(high + 1)) + 1)):
-        middle = (low + high) / 2 if not integer else float((int(low) + int(high)) // 2)
-        trial = evaluate(candidates(middle))
-        if trial.achieved >= target:
-            high, most = middle, trial
-        else:
-            low, best = middle, trial
-        if (integer and high - low <= 1) or (not integer and high - low < 1e-9):
-            break
-    return min((best, most), key=lambda a: (abs(a.achieved - target), a.achieved))
+    _, allocation = bisect(
+        lambda position: evaluate(candidates(position)),
+        lambda candidate: candidate.achieved,
+        target,
+        (low, evaluate(candidates(low))),
+        (high, most),
+        steps=max(1, math.ceil(math.log2(high + 1)) + 1) if integer else 64,
+        resolution=1e-9,
+        integer=integer,
+    )
+    return allocation
 
 
 def fixed_channels(groups: Sequence[GroupScores], fraction: float, config: AllocationConfig) -> Allocation:
     """The allocation removing ``fraction`` of all prunable channels (HAP's channel ratio r).
 
-    Global: the ⌊r·N⌋ lowest-scored channels (as many whole candidate units as fit); layerwise: each
-    group loses ⌊r·C⌋ of its channels. Caps, minimums and rounding apply as everywhere.
+    Global and normalized: the ⌊r·N⌋ lowest-ranked channels (as many whole candidate units as fit);
+    layerwise: each group loses ⌊r·C⌋ of its channels. Caps, minimums and rounding apply as everywhere.
     """
+    groups = ranked(groups, config)
     total = sum(g.channels for g in groups)
-    if config.scope == "global":
+    if config.scope == "layerwise":
+        counts = layerwise_counts(groups, fraction, config)
+    else:
         order = global_order(groups, config)
         budget = math.floor(fraction * total + 1e-9)
         taken = 0
@@ -214,9 +264,6 @@ def fixed_channels(groups: Sequence[GroupScores], fraction: float, config: Alloc
             taken += size
             k += 1
         counts = global_counts(groups, order, k)
-    else:
-        counts = layerwise_counts(groups, fraction, config)
     counts = rounded_counts(groups, counts, config)
-    masks = removal_masks(groups, counts)
-    removed = sum(int(g.sizes[m].sum()) for g, m in zip(groups, masks, strict=True))
-    return Allocation(counts, masks, removed / total if total else 0.0)
+    masks = kept_units(groups, counts)
+    return Allocation(counts, masks, removed_channels(groups, masks) / total if total else 0.0)

@@ -1,4 +1,4 @@
-"""Turn per-element scores into keep-masks: layer-wise or global, with ``min_keep``.
+"""Turn per-element scores into keep-masks: layer-wise, global or normalized-global, with ``min_keep``.
 
 Pure functions: scores and masks in, masks out. Already-removed entries (``alive`` false) get score
 ``-inf`` so they are removed first and never come back; a target is always a fraction of each tensor's
@@ -15,8 +15,8 @@ from secateurs.errors import UsageError
 from secateurs.sparsity.fractions import check_sparsity
 from secateurs.sparsity.granularity import Granularity, alive_units, top_units
 
-SCOPES = ("layerwise", "global")
-NORMALIZATIONS = ("none", "l2")
+SCOPES = ("layerwise", "global", "normalized")
+NORMALIZATIONS = ("none", "l2", "mean")
 
 
 def _masked_scores(scores: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
@@ -49,13 +49,16 @@ def select_layerwise(
 
 
 def normalize_scores(scores: torch.Tensor, how: str) -> torch.Tensor:
-    """``none``: unchanged; ``l2``: divided by the L2 norm of the tensor's finite scores (LAP-global)."""
+    """``none``: unchanged; ``l2``: divided by the L2 norm of the tensor's finite scores (LAP-global);
+    ``mean``: divided by their mean. A statistic that is not positive leaves the scores unchanged."""
     if how == "none":
         return scores
-    if how == "l2":
+    if how in ("l2", "mean"):
         finite = scores[torch.isfinite(scores)]
-        norm = finite.norm() if finite.numel() else torch.tensor(0.0)
-        return scores / norm if norm > 0 else scores
+        if not finite.numel():
+            return scores
+        statistic = finite.norm() if how == "l2" else finite.mean()
+        return scores / statistic if statistic > 0 else scores
     raise UsageError(f"unknown score normalisation {how!r}; accepted: {', '.join(NORMALIZATIONS)}")
 
 
@@ -119,13 +122,15 @@ def select(
     scope: str = "layerwise",
     alive: Mapping[str, torch.Tensor] | None = None,
     min_keep: int = 1,
-    normalize: str = "none",
+    normalizer: str = "l2",
 ) -> dict[str, torch.Tensor]:
-    """Dispatch on ``scope`` (``layerwise`` or ``global``)."""
+    """Keep-masks by ``scope``: ``layerwise``, ``global`` (raw scores) or ``normalized`` (each tensor's
+    scores divided by its ``normalizer`` statistic, `normalize_scores`, then one global ranking)."""
     if scope == "layerwise":
         return select_layerwise(scores, sparsity, granularity, alive=alive, min_keep=min_keep)
-    if scope == "global":
+    if scope in ("global", "normalized"):
         if isinstance(sparsity, Mapping):
-            raise UsageError("scope 'global' takes one sparsity, not one per layer")
+            raise UsageError(f"scope {scope!r} takes one sparsity, not one per layer")
+        normalize = normalizer if scope == "normalized" else "none"
         return select_global(scores, sparsity, granularity, alive=alive, min_keep=min_keep, normalize=normalize)
     raise UsageError(f"unknown scope {scope!r}; accepted: {', '.join(SCOPES)}")

@@ -12,9 +12,11 @@ def handle(args: argparse.Namespace) -> int:
 
     for name, description in catalog(args.what):
         print(f"{name:22} {description}")
-    if args.what == "scorers":  # channel criteria are not per-weight scorers: they are structured methods
-        structured = [name for name, description in catalog("methods") if description.startswith("[structured]")]
-        print(f"\nchannel criteria are structured methods (secateurs list methods): {', '.join(structured)}")
+    if args.what == "scorers":  # [weights] score every weight; [channels] score channels for structured methods
+        from secateurs.catalog import channel_criteria_of_methods
+
+        used = ", ".join(f"{method} ({criterion})" for method, criterion in channel_criteria_of_methods())
+        print(f"\nchannel criteria are used by the structured methods (secateurs list methods): {used}")
     if args.what == "datasets":
         print(DATASETS_NOTE)
     return 0

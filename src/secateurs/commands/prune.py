@@ -89,7 +89,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="per-weight targets (layer_sparsity.yaml of `secateurs sensitivity --emit-targets`); "
         "unlisted weights get --sparsity (default 0)",
     )
-    parser.add_argument("--scope", choices=("layerwise", "global"))
+    parser.add_argument("--scope", choices=("layerwise", "global", "normalized"))
     parser.add_argument("--granularity", default="element")
     parser.add_argument("--target", choices=("params", "macs", "channels"), default="params")
     parser.add_argument("--min-keep", type=int, default=1)

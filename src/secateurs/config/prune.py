@@ -15,6 +15,11 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from secateurs.config.yaml import read_yaml
 from secateurs.errors import ConfigError
 
+Scope = Literal["layerwise", "global", "normalized"]
+"""Allocation policies: ``layerwise`` (every layer its own ranking and target), ``global`` (one ranking of
+the raw scores), ``normalized`` (one ranking after dividing each layer's scores by a per-layer statistic,
+the method's ``normalizer`` option). Each method lists the ones it accepts (`Method.scopes`)."""
+
 
 class PruneConfig(BaseModel):
     """Options every method understands; method-specific ones go in ``options``."""
@@ -25,8 +30,8 @@ class PruneConfig(BaseModel):
     """The registered method name (``name`` is accepted as an alias in recipes)."""
     sparsity: float
     """Fraction removed, of the prunable weights (unstructured) or of ``target`` (structured)."""
-    scope: Literal["layerwise", "global"] | None = None
-    """None: the method's default."""
+    scope: Scope | None = None
+    """The allocation policy (`Scope`); None: the method's default."""
     granularity: str = "element"
     target: Literal["params", "macs", "channels"] = "params"
     min_keep: int = Field(1, ge=0)

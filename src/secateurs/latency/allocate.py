@@ -1,6 +1,6 @@
 """Latency-aware allocation: keep the most importance per millisecond.
 
-`structure.allocate` ranks channels by score alone, so the widths it leaves are whatever the scores
+`allocation.channels` ranks channels by score alone, so the widths it leaves are whatever the scores
 dictate, and the MACs it removes may buy little time. Here every group moves on a *width grid*
 (kept widths that are multiples of ``step``, or the full width; the cap ``max_layer_ratio`` and
 ``min_channels`` apply as everywhere) and a greedy search removes, at each step, the move that loses
@@ -11,9 +11,11 @@ the least importance per millisecond saved:
         saved = latency(now) − latency(after the move)          (from the measured table)
     take the move with the smallest lost / saved (saved ≤ 0: not a candidate)
 
-until ``cost`` (the fraction of the target quantity removed: latency, MACs, parameters or channels)
-reaches the target. Moves may skip grid widths, so a width whose next step saves nothing (a flat spot
-of the table) does not block a larger step that does. When the chosen move reaches the target, the
+until ``cost`` (the fraction of the target quantity removed: latency, MACs, parameters or channels,
+a function of per-unit keep-masks) reaches the target. The scores are those the allocation policy
+ranks (`allocation.channels.ranked`: normalized per group for scope ``normalized``). Moves may skip
+grid widths, so a width whose next step saves nothing (a flat spot of the table) does not block a
+larger step that does. When the chosen move reaches the target, the
 search instead takes, of all moves that reach it, the one losing the least importance, so the last
 step does not overshoot for nothing. Finally, removals the target no longer needs are given back
 (the undo restoring the most importance first, as long as the target stays reached).
@@ -36,8 +38,8 @@ from secateurs.allocation.channels import (
     CostFn,
     GroupScores,
     ascending,
+    kept_units,
     removable_units,
-    removal_masks,
 )
 from secateurs.errors import StructureError
 
@@ -75,7 +77,7 @@ def latency_allocation(
         return [int(channels_before[i][u]) for i, u in enumerate(units)]
 
     def achieved(units: list[int]) -> float:
-        return cost(removal_masks(groups, units))
+        return cost(kept_units(groups, units))
 
     now = latency(channels(counts))
     reached = achieved(counts)
@@ -114,7 +116,7 @@ def latency_allocation(
             )
         counts, now, reached = choice[4], choice[5], result
     counts, reached = _give_back(counts, reached, target, options, lost_before, achieved)
-    return Allocation(counts, removal_masks(groups, counts), reached)
+    return Allocation(counts, kept_units(groups, counts), reached)
 
 
 def _give_back(

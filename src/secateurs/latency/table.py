@@ -1,6 +1,6 @@
 """Per-layer latency tables: every prunable layer timed on this machine at candidate widths.
 
-The latency-aware allocator (`structure.latency_allocate`) needs to know what a channel costs in
+The latency-aware allocator (`latency.allocate`) needs to know what a channel costs in
 milliseconds, not in MACs: oneDNN's convolution kernels run much faster per MAC at some channel
 counts (multiples of the vector width) than at others, which is why a globally pruned resnet20 with
 irregular widths removes 3.6× of the MACs but runs only 1.7× faster (issue 9).

@@ -13,74 +13,63 @@
 * ``random-channel`` — uniform random channel scores from the run's seed (``random`` is the
   unstructured baseline).
 
-All run through `ChannelPruning`: coupled groups score the sum of their filters' scores, channels are
-removed physically, and ``--target params|macs|channels`` sets what ``sparsity`` measures.
+Each is a channel criterion of `scoring.channel_criteria` (``l1``, ``l2``, ``taylor``, ``random``) run
+through `ChannelPruning` with its paper's default policy (``--scope`` picks another): coupled groups
+score the sum of their filters' scores, channels are removed physically, and ``--target
+params|macs|channels`` sets what ``sparsity`` measures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import torch
-from torch import nn
-
-from secateurs.methods.base import PruneContext, register_method
-from secateurs.methods.structured import ChannelPruning
-from secateurs.scoring.base import ScoreContext
-from secateurs.scoring.channels import l1_filter_scores, l2_filter_scores, random_channel_scores, taylor_scores
-from secateurs.structure.groups import ChannelGroup
+from secateurs.methods.base import register_method
+from secateurs.methods.channel_pruning import ChannelOptions, ChannelPruning
+from secateurs.scoring.channel_criteria.oracle import OracleOptions
 
 
-class L1Filter(ChannelPruning):
+class L1Filter(ChannelPruning[ChannelOptions]):
     name = "l1-filter"
     description = "remove the filters (channels) of smallest L1 norm, same fraction per layer"
     paper = "arXiv 1608.08710"
+    criterion = "l1"
     default_scope = "layerwise"
 
-    def channel_scores(
-        self, model: nn.Module, groups: Sequence[ChannelGroup], options: Any, context: PruneContext
-    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
-        return l1_filter_scores(groups), {}
 
-
-class L2Filter(ChannelPruning):
+class L2Filter(ChannelPruning[ChannelOptions]):
     name = "l2-filter"
     description = "remove the filters (channels) of smallest L2 norm, same fraction per layer"
     paper = "arXiv 1608.08710 (L2 variant)"
+    criterion = "l2"
     default_scope = "layerwise"
 
-    def channel_scores(
-        self, model: nn.Module, groups: Sequence[ChannelGroup], options: Any, context: PruneContext
-    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
-        return l2_filter_scores(groups), {}
 
-
-class Taylor(ChannelPruning):
+class Taylor(ChannelPruning[ChannelOptions]):
     name = "taylor"
     description = "first-order Taylor channel importance (Molchanov 2019), global ranking"
     paper = "arXiv 1906.10771"
     needs_data = True
-
-    def channel_scores(
-        self, model: nn.Module, groups: Sequence[ChannelGroup], options: Any, context: PruneContext
-    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
-        batches = ScoreContext(context.generator, batches=context.batches).require_batches(self.name)
-        return taylor_scores(model, groups, batches, context.loss_fn), {"batches": len(batches)}
+    criterion = "taylor"
 
 
-class RandomChannel(ChannelPruning):
+class RandomChannel(ChannelPruning[ChannelOptions]):
     name = "random-channel"
     description = "remove uniformly random channels (seeded), same fraction per layer"
+    criterion = "random"
     default_scope = "layerwise"
 
-    def channel_scores(
-        self, model: nn.Module, groups: Sequence[ChannelGroup], options: Any, context: PruneContext
-    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
-        return random_channel_scores(groups, context.generator), {}
+
+class OracleChannelOptions(ChannelOptions, OracleOptions):
+    """The allocation options and the oracle's score cache."""
+
+
+class OracleChannel(ChannelPruning[OracleChannelOptions]):
+    name = "oracle-channel"
+    description = "remove the channels whose removal alone raises the calibration loss least (exact, costly)"
+    needs_data = True
+    criterion = "oracle"
 
 
 register_method(L1Filter())
 register_method(L2Filter())
 register_method(Taylor())
 register_method(RandomChannel())
+register_method(OracleChannel())

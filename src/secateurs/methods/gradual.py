@@ -14,7 +14,7 @@ choice of ``end_epoch`` against ``milestones``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -100,12 +100,11 @@ def resolve_schedule(final: float, options: GradualOptions, steps_per_epoch: int
     return CubicSchedule(final=final, start=start, end=end, every=options.every, initial=options.initial_sparsity)
 
 
-class GradualMethod(Method):
+class GradualMethod(Method[GradualOptions]):
     """Base of the gradual methods: magnitude scores, cubic schedule, frozen masks after ``end``."""
 
     kind = "gradual"
     trains = True
-    Options: ClassVar[type[BaseModel]] = GradualOptions
 
     def granularity_for(self, config: PruneConfig) -> Granularity:
         """The main granularity of ``config`` (subclasses may restrict it)."""
@@ -125,9 +124,8 @@ class GradualMethod(Method):
         fallback = lookup_granularity(options.fallback) if options.fallback is not None else None
         return assign_granularities(model, names, self.granularity_for(config), fallback)
 
-    def callback(self, model: nn.Module, config: PruneConfig, options: BaseModel) -> GradualCallback:
+    def callback(self, model: nn.Module, config: PruneConfig, options: GradualOptions) -> GradualCallback:
         """A `GradualCallback` for ``model`` (installs all-ones masks); validates everything first."""
-        assert isinstance(options, GradualOptions)
         assigned = self.assignments(model, config, options)
         scope = self.scope(config)
         final = config.sparsity
@@ -145,7 +143,7 @@ class GradualMethod(Method):
         self,
         model: nn.Module,
         config: PruneConfig,
-        options: BaseModel,
+        options: GradualOptions,
         *,
         start_step: int,
         end_step: int,
@@ -154,7 +152,6 @@ class GradualMethod(Method):
         optimizer: Any = None,
     ) -> GradualSparsifier:
         """A `GradualSparsifier` over explicit steps (the Python API's `secateurs.gradual`)."""
-        assert isinstance(options, GradualOptions)
         schedule = CubicSchedule(
             final=config.sparsity, start=start_step, end=end_step, every=every, initial=options.initial_sparsity
         )
@@ -169,16 +166,17 @@ class GradualMethod(Method):
             optimizer=optimizer,
         )
 
-    def check(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> None:
+    def check(self, model: nn.Module, config: PruneConfig, options: GradualOptions, context: PruneContext) -> None:
         """The budget, the final target on every layer, and (with data) the schedule in steps, untouched."""
         super().check(model, config, options, context)
-        assert isinstance(options, GradualOptions)
         assigned = self.assignments(model, config, options)
         GradualSparsifier.validate(model, assigned, config.sparsity, scope=self.scope(config), min_keep=config.min_keep)
         if context.splits is not None and context.train_config is not None:
             resolve_schedule(config.sparsity, options, *epoch_steps(context.splits, context.train_config))
 
-    def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
+    def apply(
+        self, model: nn.Module, config: PruneConfig, options: GradualOptions, context: PruneContext
+    ) -> PruneOutcome:
         if context.splits is None or context.train_config is None:
             raise UsageError(
                 f"method {self.name!r} prunes while it trains: give it a training budget "

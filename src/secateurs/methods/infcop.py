@@ -3,7 +3,8 @@
 Paper: Gharatappeh & Yasaei Sekeh, "Information Consistent Pruning: How to Efficiently Search for
 Sparse Networks?", arXiv 2501.15592 (2025); code Sekeh-Lab/InfCoP @ 6665f5d (METHODS.md §3).
 
-Summary. Iterative magnitude pruning with rewinding (methods/iterative_magnitude.py) whose retraining
+Summary. Iterative magnitude pruning with rewinding (methods/iterative_magnitude.py, the shared
+engine `IterativeMagnitudeBase`) whose retraining
 inside each round ends early, once the sparse network's inter-layer flow is close to the flow of the
 dense warmed-up network: every ``check_every`` epochs the flow vector φ is measured on a fixed probe and
 training stops when ‖φ − φ_ref‖₂ < ε (``relative``: divided by ‖φ_ref‖₂), or when the probe accuracy
@@ -31,31 +32,24 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel
-
 from secateurs.methods.base import register_method
-from secateurs.methods.iterative_magnitude import IterativeMagnitudePruning
-from secateurs.methods.iterative_options import GradientFlowOptions, InfcopOptions, IterativeOptions
+from secateurs.methods.iterative_magnitude import IterativeMagnitudeBase
+from secateurs.methods.iterative_options import GradientFlowOptions, InfcopOptions
 from secateurs.training.flow_check import StoppingRule
 
 
-class InformationConsistentPruning(IterativeMagnitudePruning):
+class InformationConsistentPruning(IterativeMagnitudeBase[InfcopOptions]):
     """InfCoP with information flow (the paper's InCoP-IF, code name ``ciap``)."""
 
     name = "infcop-if"
     description = "IMP whose retraining stops once the inter-layer information flow matches the dense network's"
     paper = "arXiv 2501.15592"
-    Options: ClassVar[type[BaseModel]] = InfcopOptions
     flow: ClassVar[str] = "information"
 
-    def stopping_flow(self, options: IterativeOptions) -> str | None:
+    def stopping_flow(self, options: InfcopOptions) -> str | None:
         return self.flow
 
-    def monitored_flows(self, options: IterativeOptions) -> list[str]:
-        return []
-
-    def stopping_rule(self, options: IterativeOptions, reference_accuracy: float) -> StoppingRule | None:
-        assert isinstance(options, InfcopOptions)
+    def stopping_rule(self, options: InfcopOptions, reference_accuracy: float) -> StoppingRule | None:
         return StoppingRule(
             epsilon=options.epsilon,
             relative=options.relative,
@@ -68,7 +62,7 @@ class GradientConsistentPruning(InformationConsistentPruning):
 
     name = "infcop-gf"
     description = "IMP whose retraining stops once the per-layer gradient norms match the dense network's"
-    Options: ClassVar[type[BaseModel]] = GradientFlowOptions
+    Options = GradientFlowOptions
     flow: ClassVar[str] = "gradient"
 
 

@@ -53,16 +53,17 @@ class IterativeOptions(BaseModel):
     """Rounds to reach ``sparsity`` (ignored with per-layer ``rates``, where ``rounds`` is a config field)."""
 
 
-class Iterative(Method):
+class Iterative(Method[IterativeOptions]):
     name = "iterative"
     kind = "iterative"
     description = "prune a share of the survivors with a one-shot method, retrain, repeat (no rewinding)"
     paper = "arXiv 2002.04809 (iterative protocol)"
     trains = True
     supports_rates = True
-    Options = IterativeOptions
+    scopes = ("layerwise", "global", "normalized")
+    """Passed to the wrapped method, which accepts all three."""
 
-    def inner(self, options: IterativeOptions) -> tuple[ScoreAndSelect, BaseModel]:
+    def inner(self, options: IterativeOptions) -> tuple[ScoreAndSelect[Any], Any]:
         method = METHODS.get(options.prune)
         if not isinstance(method, ScoreAndSelect):
             accepted = ", ".join(name for name, m in METHODS.items() if isinstance(m, ScoreAndSelect))
@@ -76,8 +77,9 @@ class Iterative(Method):
         rate = per_round_rate(config.sparsity, options.rounds)
         return PruneConfig(**fields, method=options.prune, sparsity=geometric_sparsity(rate, round_index))
 
-    def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
-        assert isinstance(options, IterativeOptions)
+    def apply(
+        self, model: nn.Module, config: PruneConfig, options: IterativeOptions, context: PruneContext
+    ) -> PruneOutcome:
         splits, train_config = context.require_training(self.name)
         method, inner_options = self.inner(options)
         rounds = config.rounds if config.rates is not None else options.rounds

@@ -27,9 +27,8 @@ Deliberate choices and deviations:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TypeVar
 
-from pydantic import BaseModel
 from torch import nn
 
 from secateurs.config import PruneConfig, TrainConfig
@@ -43,49 +42,53 @@ from secateurs.sparsity.targets import prunable_names
 from secateurs.training.flow_check import StoppingRule
 from secateurs.training.loop import has_conv
 
+IterativeOptionsT = TypeVar("IterativeOptionsT", bound=IterativeOptions)
 
-class IterativeMagnitudePruning(Method):
-    name = "imp"
+
+class IterativeMagnitudeBase(Method[IterativeOptionsT]):
+    """The engine of ``imp`` and ``infcop-*``: rounds of prune → rewind → retrain, with hooks for the flows."""
+
     kind = "iterative"
-    description = "iterative magnitude pruning: R rounds of prune → rewind → retrain (lth 20 % or sap)"
-    paper = "arXiv 1803.03635; arXiv 2501.15592"
     trains = True
     needs_data = True
-    Options: ClassVar[type[BaseModel]] = ImpOptions
 
     # ------------------------------------------------------------------------ hooks for InfCoP
-    def stopping_flow(self, options: IterativeOptions) -> str | None:
+    def stopping_flow(self, options: IterativeOptionsT) -> str | None:
         """The flow whose checks may stop a round (None: IMP never stops early)."""
         return None
 
-    def monitored_flows(self, options: IterativeOptions) -> list[str]:
-        """Flows logged every check without stopping (IMP's E-INF-2 monitor)."""
-        monitor = getattr(options, "monitor", "none")
-        return {"none": [], "both": ["information", "gradient"]}.get(monitor, [monitor])
+    def monitored_flows(self, options: IterativeOptionsT) -> list[str]:
+        """Flows logged every check without stopping (IMP's E-INF-2 monitor; none by default)."""
+        return []
 
-    def stopping_rule(self, options: IterativeOptions, reference_accuracy: float) -> StoppingRule | None:
+    def stopping_rule(self, options: IterativeOptionsT, reference_accuracy: float) -> StoppingRule | None:
         return None
 
-    def round_epochs(self, options: IterativeOptions, round_index: int, budget: float) -> float:
-        """Round ``round_index``'s retraining epochs: the budget, or ``early_round_epochs`` before the last."""
-        early = options.early_round_epochs if isinstance(options, ImpOptions) else None
+    def early_round_epochs(self, options: IterativeOptionsT) -> float | None:
+        """Retraining epochs of every round but the last (None: the whole budget every round)."""
+        return None
+
+    def round_epochs(self, options: IterativeOptionsT, round_index: int, budget: float) -> float:
+        """Round ``round_index``'s retraining epochs: the budget, or `early_round_epochs` before the last."""
+        early = self.early_round_epochs(options)
         return early if early is not None and round_index < options.rounds else budget
 
     # ------------------------------------------------------------------------------ validation
-    def uses_flows(self, options: IterativeOptions) -> bool:
+    def uses_flows(self, options: IterativeOptionsT) -> bool:
         return self.stopping_flow(options) is not None or bool(self.monitored_flows(options))
 
-    def check_budget(self, options: BaseModel, budget: TrainConfig | None) -> None:
+    def check_budget(self, options: IterativeOptionsT, budget: TrainConfig | None) -> None:
         """The per-round budget: > 0 epochs, and no shorter than ``early_round_epochs`` or ``check_every``."""
         super().check_budget(options, budget)
-        assert budget is not None and isinstance(options, IterativeOptions)
+        if budget is None:  # refused by the base check (the method trains)
+            return
         if not budget.has_budget:
             amount = budget.steps if budget.steps is not None else budget.epochs
             unit = budget.budget_unit
             raise UsageError(f"method {self.name!r}: the per-round budget must be > 0 {unit}, got {amount}")
         if budget.epochs is None:  # a budget in steps: its length in epochs depends on the data
             return
-        early = options.early_round_epochs if isinstance(options, ImpOptions) else None
+        early = self.early_round_epochs(options)
         if early is not None and early > budget.epochs:
             raise UsageError(
                 f"method {self.name!r}: early_round_epochs ({early}) exceeds the per-round budget ({budget.epochs})"
@@ -96,7 +99,9 @@ class IterativeMagnitudePruning(Method):
                 f"budget ({budget.epochs} epochs)"
             )
 
-    def plan(self, model: nn.Module, config: PruneConfig, options: IterativeOptions, context: PruneContext) -> Plan:
+    def plan(
+        self, model: nn.Module, config: PruneConfig, options: IterativeOptionsT, context: PruneContext
+    ) -> Plan:
         """Check everything that can be wrong before any training; `UsageError` naming it otherwise."""
         if context.splits is None or context.train_config is None:
             raise UsageError(
@@ -125,18 +130,29 @@ class IterativeMagnitudePruning(Method):
             )
         return plan
 
-    def check(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> None:
+    def check(self, model: nn.Module, config: PruneConfig, options: IterativeOptionsT, context: PruneContext) -> None:
         """A dry `plan`: budget, rule and scope, flow layers and the validation probe, before any training."""
-        if not isinstance(options, IterativeOptions):
-            raise UsageError(f"method {self.name!r} got options of type {type(options).__name__}")
         self.plan(model, config, options, context)
 
     # ---------------------------------------------------------------------------------- apply
-    def apply(self, model: nn.Module, config: PruneConfig, options: BaseModel, context: PruneContext) -> PruneOutcome:
-        if not isinstance(options, IterativeOptions):
-            raise UsageError(f"method {self.name!r} got options of type {type(options).__name__}")
+    def apply(
+        self, model: nn.Module, config: PruneConfig, options: IterativeOptionsT, context: PruneContext
+    ) -> PruneOutcome:
         plan = self.plan(model, config, options, context)
         return IterativeRun(self, model, config, options, context, plan).run()
+
+
+class IterativeMagnitudePruning(IterativeMagnitudeBase[ImpOptions]):
+    name = "imp"
+    description = "iterative magnitude pruning: R rounds of prune → rewind → retrain (lth 20 % or sap)"
+    paper = "arXiv 1803.03635; arXiv 2501.15592"
+
+    def monitored_flows(self, options: ImpOptions) -> list[str]:
+        """Flows logged every check without stopping (option ``monitor``, E-INF-2)."""
+        return {"none": [], "both": ["information", "gradient"]}.get(options.monitor, [options.monitor])
+
+    def early_round_epochs(self, options: ImpOptions) -> float | None:
+        return options.early_round_epochs
 
 
 register_method(IterativeMagnitudePruning())

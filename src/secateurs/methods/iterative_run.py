@@ -1,6 +1,6 @@
 """The round loop of the iterative methods: prune → rewind → retrain, with flow checks and bookkeeping.
 
-`IterativeRun` executes one `Plan` that `IterativeMagnitudePruning.plan` validated (methods/
+`IterativeRun` executes one `Plan` that `IterativeMagnitudeBase.plan` validated (methods/
 iterative_magnitude.py, which documents the method); it records per round the epochs trained, why
 training stopped, the flow-check seconds, validation and test accuracy and the sparsity, and it saves
 its state after every round so an interrupted run resumes (methods/iterative_state.py).
@@ -35,7 +35,7 @@ from secateurs.training.flow_check import FlowCheck
 from secateurs.training.loop import Callback, Trainer, budget_epochs, has_conv
 
 if TYPE_CHECKING:
-    from secateurs.methods.iterative_magnitude import IterativeMagnitudePruning
+    from secateurs.methods.iterative_magnitude import IterativeMagnitudeBase
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class IterativeRun:
 
     def __init__(
         self,
-        method: IterativeMagnitudePruning,
+        method: IterativeMagnitudeBase[Any],
         model: nn.Module,
         config: PruneConfig,
         options: IterativeOptions,

@@ -10,10 +10,10 @@ paper's only hyperparameter is the global sparsity. No deviation from the paper;
 
 from __future__ import annotations
 
-from secateurs.methods.base import ScoreAndSelect, register_method
+from secateurs.methods.base import ScoreAndSelect, SelectionOptions, register_method
 
 
-class Lamp(ScoreAndSelect):
+class Lamp(ScoreAndSelect[SelectionOptions]):
     name = "lamp"
     description = "LAMP: w² / Σ of the squares of the layer's larger weights, one global threshold"
     paper = "arXiv 2010.07611"

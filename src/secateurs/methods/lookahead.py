@@ -35,24 +35,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from secateurs.allocation.elements import select_layerwise
 from secateurs.config import PruneConfig
 from secateurs.errors import UsageError
-from secateurs.methods.base import PruneContext, ScoreAndSelect, register_method
-from secateurs.scoring.lookahead import lookahead_scores, prepare
+from secateurs.methods.base import PruneContext, ScoreAndSelect, SelectionOptions, register_method
+from secateurs.scoring.lookahead import LookaheadInputs, lookahead_scores, prepare
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 
 
-class LookaheadOptions(BaseModel):
+class LookaheadOptions(SelectionOptions):
     """Options of every LAP method (the variants differ only in their defaults)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     order: Literal["joint", "forward", "backward"] = "joint"
     """``joint``: score all layers from the same weights; ``forward``/``backward``: sequentially."""
@@ -82,17 +79,17 @@ class ActivationOptions(LookaheadOptions):
     activation: bool = True
 
 
-class Lookahead(ScoreAndSelect):
+class Lookahead(ScoreAndSelect[LookaheadOptions]):
     """``lap``: squared LAP score w² · Σ‖producer rows‖² · Σ‖consumer columns‖², layer-wise."""
 
     name = "lap"
     description = "lookahead pruning: |w| × norms of the producing rows and consuming columns (layer-wise)"
     paper = "arXiv 2002.04809"
     scorer = "lap"
-    Options: ClassVar[type[BaseModel]] = LookaheadOptions
 
-    def _prepare(self, model: nn.Module, names: Sequence[str], options: BaseModel, context: PruneContext) -> Any:
-        assert isinstance(options, LookaheadOptions)
+    def _prepare(
+        self, model: nn.Module, names: Sequence[str], options: LookaheadOptions, context: PruneContext
+    ) -> tuple[LookaheadInputs, dict[str, Any]]:
         score_context = context.score_context()
         inputs = prepare(
             model,
@@ -106,7 +103,7 @@ class Lookahead(ScoreAndSelect):
         return inputs, score_context.info
 
     def scores(
-        self, model: nn.Module, names: Sequence[str], options: BaseModel, context: PruneContext
+        self, model: nn.Module, names: Sequence[str], options: LookaheadOptions, context: PruneContext
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         inputs, info = self._prepare(model, names, options, context)
         scores = lookahead_scores(inputs.modules, inputs.weights, inputs.topology, inputs.groups, inputs.scales)
@@ -119,11 +116,10 @@ class Lookahead(ScoreAndSelect):
         sparsity: float | dict[str, float],
         alive: dict[str, torch.Tensor],
         config: PruneConfig,
-        options: BaseModel,
+        options: LookaheadOptions,
         context: PruneContext,
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any], float]:
         """Joint: score then select. Forward/backward: score, mask and move on, one layer at a time."""
-        assert isinstance(options, LookaheadOptions)
         if options.order == "joint":
             return super().choose(model, names, sparsity, alive, config, options, context)
         if self.scope(config) != "layerwise":
@@ -187,9 +183,8 @@ class LookaheadGlobal(Lookahead):
     """``lap-global``: squared LAP scores divided by each layer's L2 norm, one global threshold."""
 
     name = "lap-global"
-    description = "lookahead scores divided by each layer's L2 norm, one global threshold"
-    default_scope = "global"
-    normalize = "l2"
+    description = "lookahead scores divided by each layer's L2 norm, one global threshold (scope normalized)"
+    default_scope = "normalized"
 
 
 for _method in (

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from secateurs.methods.base import ScoreAndSelect, register_method
+from secateurs.methods.base import ScoreAndSelect, SelectionOptions, register_method
 
 
-class RandomPruning(ScoreAndSelect):
+class RandomPruning(ScoreAndSelect[SelectionOptions]):
     name = "random"
     description = "remove uniformly random weights (seeded)"
     scorer = "random"

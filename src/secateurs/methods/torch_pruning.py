@@ -6,11 +6,16 @@ https://arxiv.org/abs/2301.12900 — the library secateurs uses for channel coup
 
 What runs is Torch-Pruning's pipeline, not ours: its importance classes score its groups
 (``GroupMagnitudeImportance(p=2)``, ``GroupTaylorImportance``, ``GroupHessianImportance``, each with
-its default mean group reduction and mean normalisation), and its ``MetaPruner`` with
-``global_pruning=True`` decides how many channels each group loses. Only the target is ours: for
-``--target params`` (or ``macs``) the ``pruning_ratio`` handed to ``MetaPruner`` is bisected until the
-pruned model lands closest to the requested fraction (matched parameter counts); ``--target
-channels`` passes ``sparsity`` as the ratio. The importances are computed once on the unpruned model
+its default mean group reduction), and its ``MetaPruner`` decides how many channels each group
+loses. The policy maps onto Torch-Pruning's settings: ``normalized`` (the default, Torch-Pruning's
+own default) is ``global_pruning=True`` with the importance's ``normalizer='mean'`` (option
+``normalizer: l2`` passes a callable dividing by the L2 norm: Torch-Pruning has no ``l2`` name);
+``global`` is ``global_pruning=True`` with ``normalizer=None``; ``layerwise`` is
+``global_pruning=False``. Only the target is ours: for ``--target params`` (or ``macs``) the
+``pruning_ratio`` handed to ``MetaPruner`` is bisected (`allocation.search.bisect`, the same search
+as the channel allocator's) until the pruned model lands closest to the requested fraction (matched
+parameter counts, counted by the same size model); ``--target channels`` passes ``sparsity`` as the
+ratio. The importances are computed once on the unpruned model
 (exactly what a one-shot ``MetaPruner.step`` does) and replayed for each probe of the search; the
 chosen groups are then removed through secateurs' plan, so the result reloads from ``plan.json``.
 Settings that differ from Torch-Pruning's defaults: the final classifier is ignored (as its
@@ -32,26 +37,28 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch_pruning as tp
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from secateurs.allocation.search import bisect
 from secateurs.config import PruneConfig
-from secateurs.errors import ConfigError, StructureError
-from secateurs.methods.base import Method, PruneContext, PruneOutcome, register_method
-from secateurs.metrics.counts import count_macs, count_params
+from secateurs.errors import StructureError
+from secateurs.layers import filter_types
+from secateurs.methods.base import PruneContext, register_method
+from secateurs.methods.structured import ChannelChoice, Masks, StructuredPruning
 from secateurs.scoring.base import ScoreContext
 from secateurs.scoring.hessian import prepared_copy
-from secateurs.sparsity.masks import baked_copy
 from secateurs.structure.costs import SizeModel
-from secateurs.structure.groups import ROOT_TYPES, ChannelGraph, channel_graph, warnings_silenced
-from secateurs.structure.implant import ImplantedConv2d, ImplantPruner
-from secateurs.structure.plan import plan_of
-from secateurs.structure.surgery import apply_plan, removal_plan
+from secateurs.structure.groups import ChannelGraph, channel_graph, warnings_silenced
+from secateurs.structure.pruners import custom_pruners
+
+TorchPruningNormalizer = str | Callable[[torch.Tensor], torch.Tensor] | None
+"""What Torch-Pruning's importances take as ``normalizer``: a name, a function, or None."""
 
 
 class CorrectedHessianImportance(tp.importance.GroupHessianImportance):
@@ -81,6 +88,11 @@ class PrecomputedImportance(tp.importance.Importance):
         return self.by_root[self.names[group[0].dep.target.module]]
 
 
+def l2_normalized(importance: torch.Tensor) -> torch.Tensor:
+    """A group's importance divided by its L2 norm (the ``l2`` normalizer, as a Torch-Pruning callable)."""
+    return importance / importance.norm()
+
+
 class TorchPruningOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -88,68 +100,68 @@ class TorchPruningOptions(BaseModel):
     round_to: int | None = Field(None, ge=1)
     samples: int | None = Field(None, ge=1)
     """Hessian only: per-sample gradients over this many calibration images (None: all)."""
+    normalizer: Literal["mean", "l2"] = "mean"
+    """Scope ``normalized``: the importance's normalizer (``mean``: Torch-Pruning's ``'mean'``)."""
 
 
-class TorchPruningBaseline(Method):
-    kind = "structured"
-    default_scope = "global"
+class TorchPruningBaseline(StructuredPruning[TorchPruningOptions]):
+    default_scope = "normalized"
     paper = "arXiv 2301.12900 (Torch-Pruning 1.6.1)"
-    Options = TorchPruningOptions
     gradients: ClassVar[str] = "none"
     """``none``, ``mean`` (one backward of the mean loss) or ``per-sample`` (Hessian accumulation)."""
 
     @abstractmethod
-    def importance(self) -> tp.importance.Importance:
-        """A fresh Torch-Pruning importance object."""
+    def importance(self, normalizer: TorchPruningNormalizer) -> tp.importance.Importance:
+        """A fresh Torch-Pruning importance object normalising each group's scores with ``normalizer``."""
 
-    def apply(self, model: nn.Module, config: PruneConfig, options: Any, context: PruneContext) -> PruneOutcome:
-        if self.scope(config) != "global":
-            raise ConfigError(f"method {self.name!r} runs Torch-Pruning's global pruning; scope must be 'global'")
-        work = baked_copy(model)
-        graph = channel_graph(work, context.example_inputs, exclude=config.exclude)
+    def choose(
+        self,
+        work: nn.Module,
+        graph: ChannelGraph,
+        sizes: SizeModel,
+        config: PruneConfig,
+        options: TorchPruningOptions,
+        context: PruneContext,
+    ) -> ChannelChoice:
+        scope = self.scope(config)
+        normalizer: TorchPruningNormalizer = None
+        if scope == "normalized":
+            normalizer = "mean" if options.normalizer == "mean" else l2_normalized
         started = time.perf_counter()
-        by_root = self._importances(work, graph, options, context)
+        by_root = self._importances(work, graph, normalizer, options, context)
         score_seconds = time.perf_counter() - started
-        sizes = SizeModel(graph, tuple(context.example_inputs.shape[1:]))
         frozen = [work.get_submodule(root) for root in graph.frozen()]
 
-        def removal(ratio: float) -> dict[str, torch.Tensor]:
-            return self._meta_removal(work, graph, by_root, frozen, ratio, options, context.example_inputs)
+        def removal(ratio: float) -> Masks:
+            return self._meta_kept(work, graph, by_root, frozen, ratio, scope != "layerwise", options, context)
 
-        def fraction(removed: dict[str, torch.Tensor]) -> float:
-            size = sizes.size(removed, {})
-            if config.target == "macs":
-                return 1.0 - size.macs / sizes.original.macs
-            return 1.0 - size.params / sizes.original.params
+        def fraction(kept: Masks) -> float:
+            return sizes.removed_fraction(kept, quantity=config.target)
 
         if config.target == "channels":
-            ratio, removed = config.sparsity, removal(config.sparsity)
+            ratio, kept = config.sparsity, removal(config.sparsity)
         else:
-            ratio, removed = _bisect(removal, fraction, config.sparsity, options.max_layer_ratio, config.target)
-        plan = removal_plan(graph.groups, removed, previous=plan_of(work))
-        pruned = apply_plan(work, plan, context.example_inputs)
-        total = sum(g.channels for g in graph.prunable())
-        params, macs = count_params(pruned), count_macs(pruned, tuple(context.example_inputs.shape[1:]))
+            ratio, kept = _search_ratio(removal, fraction, config.sparsity, options.max_layer_ratio, config.target)
         info = {
-            "target": {"quantity": config.target, "sparsity": config.sparsity, "scope": "global"},
+            "target": {"quantity": config.target, "sparsity": config.sparsity, "scope": scope},
+            "scope": scope,
+            "normalizer": options.normalizer if scope == "normalized" else None,
             "pruning_ratio": ratio,
-            "realised": {
-                "params_removed": 1.0 - params / sizes.original.params,
-                "macs_removed": 1.0 - macs / sizes.original.macs,
-                "channels_removed": sum(int(m.sum()) for m in removed.values()) / total if total else 0.0,
-            },
-            "params": params,
-            "macs": macs,
-            "importance": type(self.importance()).__name__,
+            "importance": type(self.importance(normalizer)).__name__,
             "frozen": graph.frozen(),
         }
-        return PruneOutcome(model=pruned, plan=plan, info=info, score_seconds=score_seconds)
+        return ChannelChoice(kept, {}, info, score_seconds)
 
     def _importances(
-        self, work: nn.Module, graph: ChannelGraph, options: Any, context: PruneContext
+        self,
+        work: nn.Module,
+        graph: ChannelGraph,
+        normalizer: TorchPruningNormalizer,
+        options: TorchPruningOptions,
+        context: PruneContext,
     ) -> dict[str, torch.Tensor]:
         """Torch-Pruning's importance of every prunable group of ``work``, by root layer name."""
-        scorer = self.importance()
+        scorer = self.importance(normalizer)
         subject = work
         frozen = graph.frozen()
         if self.gradients != "none":
@@ -160,7 +172,7 @@ class TorchPruningBaseline(Method):
         names = {module: name for name, module in subject.named_modules()}
         result = {}
         with torch.no_grad():
-            for group in graph.graph.get_all_groups(root_module_types=ROOT_TYPES):
+            for group in graph.graph.get_all_groups(root_module_types=filter_types()):
                 root = names[group[0].dep.target.module]
                 if root in frozen:
                     continue
@@ -175,7 +187,7 @@ class TorchPruningBaseline(Method):
         model: nn.Module,
         scorer: tp.importance.Importance,
         batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-        options: Any,
+        options: TorchPruningOptions,
         context: PruneContext,
     ) -> None:
         model.zero_grad(set_to_none=True)
@@ -197,54 +209,55 @@ class TorchPruningBaseline(Method):
                 if seen >= limit:
                     break
 
-    def _meta_removal(
+    def _meta_kept(
         self,
         work: nn.Module,
         graph: ChannelGraph,
         by_root: dict[str, torch.Tensor],
         frozen: list[nn.Module],
         ratio: float,
-        options: Any,
-        example_inputs: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """The channels ``MetaPruner`` would remove at ``ratio`` (nothing is pruned)."""
+        global_pruning: bool,
+        options: TorchPruningOptions,
+        context: PruneContext,
+    ) -> Masks:
+        """Keep-masks of the groups ``MetaPruner`` would prune at ``ratio`` (nothing is pruned; others keep all)."""
         names = {module: name for name, module in work.named_modules()}
         with warnings_silenced(), torch.enable_grad():
             pruner = tp.pruner.MetaPruner(
                 work,
-                example_inputs,
+                context.example_inputs,
                 importance=PrecomputedImportance(by_root, names),
-                global_pruning=True,
+                global_pruning=global_pruning,
                 pruning_ratio=ratio,
                 max_pruning_ratio=options.max_layer_ratio,
                 ignored_layers=frozen,
                 round_to=options.round_to,
-                root_module_types=list(ROOT_TYPES),
-                customized_pruners={ImplantedConv2d: ImplantPruner()},
+                root_module_types=list(filter_types()),
+                customized_pruners=custom_pruners(work),
             )
             chosen = list(pruner.step(interactive=True) or ())
         by_name = {g.root: g for g in graph.prunable()}
-        removed = {}
+        kept = {}
         for group in chosen:
             root = names[group[0].dep.target.module]
-            mask = torch.zeros(by_name[root].channels, dtype=torch.bool)
-            mask[list(group[0].idxs)] = True
-            removed[root] = mask
-        return removed
+            mask = torch.ones(by_name[root].channels, dtype=torch.bool)
+            mask[list(group[0].idxs)] = False
+            kept[root] = mask
+        return kept
 
 
-def _bisect(
-    removal: Any, fraction: Any, target: float, cap: float, quantity: str
-) -> tuple[float, dict[str, torch.Tensor]]:
-    """The ``pruning_ratio`` in [0, cap) whose removal lands closest to ``target``."""
+def _search_ratio(
+    removal: Callable[[float], Masks], fraction: Callable[[Masks], float], target: float, cap: float, quantity: str
+) -> tuple[float, Masks]:
+    """The ``pruning_ratio`` in [0, cap) whose removal lands closest to ``target`` (and its keep-masks)."""
     low, high = 0.0, min(cap, 0.999)
-    best = (low, removal(low))
-    most = (high, removal(high))
-    if fraction(most[1]) < target - 1e-9:
+    below = (low, removal(low))
+    above = (high, removal(high))
+    if fraction(above[1]) < target - 1e-9:
         # With round_to, Torch-Pruning's removal is not monotone in the ratio (at high ratios its
         # rounding can keep whole layers): look for the first ratio on a coarse grid that reaches it.
         reached = None
-        seen = fraction(most[1])
+        seen = fraction(above[1])
         for index in range(1, 20):
             ratio = high * index / 20
             trial = (ratio, removal(ratio))
@@ -252,59 +265,50 @@ def _bisect(
             if fraction(trial[1]) >= target:
                 reached = trial
                 break
-            low, best = trial
+            below = trial
         if reached is None:
             raise StructureError(
                 f"Torch-Pruning cannot remove {target:.4f} of the {quantity}: at most {seen:.4f} "
                 f"with max_pruning_ratio={cap}"
             )
-        high, most = reached[0], reached
-    for _ in range(30):
-        middle = (low + high) / 2
-        trial = (middle, removal(middle))
-        if fraction(trial[1]) >= target:
-            high, most = middle, trial
-        else:
-            low, best = middle, trial
-        if high - low < 1e-4:
-            break
-    return min((best, most), key=lambda pair: abs(fraction(pair[1]) - target))
+        above = reached
+    return bisect(removal, fraction, target, below, above, steps=30, resolution=1e-4)
 
 
 class TorchPruningMagnitude(TorchPruningBaseline):
     name = "tp-magnitude"
-    description = "Torch-Pruning MetaPruner, global, GroupMagnitudeImportance(p=2), at the target size"
+    description = "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), at the target size"
 
-    def importance(self) -> tp.importance.Importance:
-        return tp.importance.GroupMagnitudeImportance(p=2)
+    def importance(self, normalizer: TorchPruningNormalizer) -> tp.importance.Importance:
+        return tp.importance.GroupMagnitudeImportance(p=2, normalizer=normalizer)
 
 
 class TorchPruningTaylor(TorchPruningBaseline):
     name = "tp-taylor"
-    description = "Torch-Pruning MetaPruner, global, GroupTaylorImportance, at the target size"
+    description = "Torch-Pruning MetaPruner, GroupTaylorImportance, at the target size"
     needs_data = True
     gradients = "mean"
 
-    def importance(self) -> tp.importance.Importance:
-        return tp.importance.GroupTaylorImportance()
+    def importance(self, normalizer: TorchPruningNormalizer) -> tp.importance.Importance:
+        return tp.importance.GroupTaylorImportance(normalizer=normalizer)
 
 
 class TorchPruningHessian(TorchPruningBaseline):
     name = "tp-hessian"
-    description = "Torch-Pruning MetaPruner, global, GroupHessianImportance as shipped (sees only the last sample)"
+    description = "Torch-Pruning MetaPruner, GroupHessianImportance as shipped (sees only the last sample)"
     needs_data = True
     gradients = "per-sample"
 
-    def importance(self) -> tp.importance.Importance:
-        return tp.importance.GroupHessianImportance()
+    def importance(self, normalizer: TorchPruningNormalizer) -> tp.importance.Importance:
+        return tp.importance.GroupHessianImportance(normalizer=normalizer)
 
 
 class TorchPruningHessianFixed(TorchPruningHessian):
     name = "tp-hessian-fixed"
-    description = "Torch-Pruning MetaPruner, global, GroupHessianImportance with its accumulation bug fixed"
+    description = "Torch-Pruning MetaPruner, GroupHessianImportance with its accumulation bug fixed"
 
-    def importance(self) -> tp.importance.Importance:
-        return CorrectedHessianImportance()
+    def importance(self, normalizer: TorchPruningNormalizer) -> tp.importance.Importance:
+        return CorrectedHessianImportance(normalizer=normalizer)
 
 
 register_method(TorchPruningMagnitude())

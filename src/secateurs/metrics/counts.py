@@ -11,7 +11,8 @@ What counts as prunable, and what MACs are counted
   included, e.g. the parametrized classes ``parametrize`` creates). Custom modules (a neural implant
   that concatenates a k×k and a 1×1 conv, a squeeze-excite block) are counted through the
   Conv2d/Linear leaves they contain; they need no special case.
-* MACs are the multiply-accumulates of the Conv2d and Linear layers only, for **one** input example:
+* MACs are the multiply-accumulates of the Conv2d and Linear layers only (and of any layer type with a
+  registered handler, `secateurs.layers`), for **one** input example:
   ``output positions × weight.numel()`` per call, where the output positions are ``H_out·W_out`` for a
   conv (groups are handled by the weight's shape ``C_out × C_in/groups × k × k``) and the number of
   input rows for a linear layer. Biases, batch norm, activations, pooling, additions and
@@ -22,7 +23,7 @@ What counts as prunable, and what MACs are counted
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from secateurs.errors import UsageError
+from secateurs.layers import LayerHandler, weight_layers
 
 __all__ = [
     "SizeReport",
@@ -147,31 +149,32 @@ def count_prunable(model: nn.Module) -> tuple[int, int]:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, effective: bool = False) -> int:
-    """Multiply-accumulates of the Conv2d and Linear layers of `model` for ONE input example.
+    """Multiply-accumulates of the conv and linear layers of `model` for ONE input example.
 
     Runs one forward pass in eval mode under ``torch.no_grad()`` on zeros of shape
-    ``(1, *input_shape)`` (the model's device and dtype), with forward hooks on every Conv2d and Linear
-    module; a module called several times counts each call. Per call: ``output positions ×
-    weight.numel()``, or × the number of non-zero entries of the effective weight when `effective`.
-    Biases, normalisation, activations, pooling and additions are not counted (see the module
-    docstring). Mutates nothing: every module's training flag is restored and the hooks are removed,
-    also when the forward pass raises.
+    ``(1, *input_shape)`` (the model's device and dtype), with forward hooks on every leaf filter
+    layer (`secateurs.layers.weight_layers`: Conv2d, Linear, and any layer type with a registered
+    handler); a module called several times counts each call. Per call the layer's handler counts
+    (`LayerHandler.macs`): ``output positions × weight.numel()``, or × the number of non-zero entries
+    of the effective weight when `effective`. Biases, normalisation, activations, pooling and
+    additions are not counted (see the module docstring). Mutates nothing: every module's training
+    flag is restored and the hooks are removed, also when the forward pass raises.
     """
     shape = validate_input_shape(input_shape)
     device, dtype = model_device_and_dtype(model)
     total = 0
 
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        nonlocal total
-        weight = _weight(module)
-        if not isinstance(output, torch.Tensor):
-            raise UsageError(f"expected a tensor output from {type(module).__name__}; got {type(output).__name__}")
-        positions = output.numel() // weight.shape[0]
-        per_position = int(torch.count_nonzero(weight)) if effective else weight.numel()
-        total += positions * per_position
+    def hook_for(handler: LayerHandler[Any]) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            nonlocal total
+            if not isinstance(output, torch.Tensor):
+                raise UsageError(f"expected a tensor output from {type(module).__name__}; got {type(output).__name__}")
+            total += handler.macs(module, output, effective=effective)
+
+        return hook
 
     training_flags = {module: module.training for module in model.modules()}
-    handles = [module.register_forward_hook(hook) for _, module in prunable_weights(model)]
+    handles = [module.register_forward_hook(hook_for(handler)) for _, module, handler in weight_layers(model)]
     try:
         model.eval()
         with torch.no_grad():

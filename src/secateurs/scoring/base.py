@@ -2,7 +2,8 @@
 
 A scorer is a function ``(model, names, context) → {name: scores}`` where ``names`` are canonical
 weight names (``features.0.weight``) and each score tensor has the weight's shape. Scorers never
-modify the model (a conformance test checks every registered scorer).
+modify the model (a conformance test checks every registered scorer). Structured methods score
+channels instead, with the channel criteria of `scoring.channel_criteria` (their own registry).
 """
 
 from __future__ import annotations

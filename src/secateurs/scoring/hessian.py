@@ -6,13 +6,13 @@ terms vanish in expectation. **One** Hessian-vector product per probe (a double 
 gradient, kept with its graph) yields the records of every channel at once; no per-channel HVPs.
 
 Protocol (METHODS.md §2.1): the model in eval mode (batch norm uses its running statistics); only
-Conv2d and Linear *weights* take part (biases and batch-norm parameters are constants); the loss is
-the mean over a fixed set of calibration images (the prune workflow's first ``--calibration``
-training images, 512 by default); probes come from the caller's explicit generator. Probing stops at
-``probes`` (default 100) or earlier, once at least ``min_probes`` were drawn and the relative change
-‖m_k − m_{k−1}‖ / ‖m_{k−1}‖ of the vector m_k of running means falls under ``tolerance`` (PyHessian's
-rule, applied to the per-channel estimates). The standard error of each estimate (sample std / √k)
-is returned with it.
+Conv2d and Linear *weights* (and those of layer types with a registered filter handler) take part
+(biases and batch-norm parameters are constants); the loss is the mean over a fixed set of
+calibration images (the prune workflow's first ``--calibration`` training images, 512 by default);
+probes come from the caller's explicit generator. Probing stops at ``probes`` (default 100) or
+earlier, once at least ``min_probes`` were drawn and the relative change ‖m_k − m_{k−1}‖ / ‖m_{k−1}‖
+of the vector m_k of running means falls under ``tolerance`` (PyHessian's rule, applied to the
+per-channel estimates). The standard error of each estimate (sample std / √k) is returned with it.
 
 The model is not modified: the work happens on a copy with masks baked in and contiguous memory
 (double backward through channels-last convolutions was 2× slower here).
@@ -24,14 +24,15 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from secateurs.layers import LayerHandler, handler_for, weight_layers
 from secateurs.runtime.distributed import current_world, sum_over_items
 from secateurs.scoring.base import LossFn
 from secateurs.sparsity.masks import baked_copy
-from secateurs.structure.handlers import handler_for
 
 
 @dataclass(frozen=True)
@@ -57,17 +58,14 @@ class ChannelTraces:
 
 
 def hessian_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Conv2d and Linear leaves whose weights enter the Hessian, in module order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """The leaf filter layers (Conv2d, Linear, registered custom ones) whose weights enter the Hessian,
+    in module order (a neural implant enters through its two leaf convolutions)."""
+    return [(name, module) for name, module, _ in weight_layers(model)]
 
 
 def layer_weights(layers: Sequence[tuple[str, nn.Module]]) -> list[torch.Tensor]:
-    weights = []
-    for _, module in layers:
-        weight = module.weight
-        assert isinstance(weight, torch.Tensor)
-        weights.append(weight)
-    return weights
+    """The weight of each layer, as its handler reads it."""
+    return [_handler(module).weight(module) for _, module in layers]
 
 
 def rademacher(shape: torch.Size, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -181,10 +179,14 @@ def hutchinson_channel_traces(
 
 def _rows(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` (shaped like the leaf's weight) as one row per output channel."""
-    handler = handler_for(module)
-    assert handler is not None
     index = torch.arange(tensor.shape[0])
-    return handler.rows(module, tensor, index, "out")
+    return _handler(module).rows(module, tensor, index, "out")
+
+
+def _handler(module: nn.Module) -> LayerHandler[Any]:
+    handler = handler_for(module)
+    assert handler is not None  # hessian_layers yields handled layers only
+    return handler
 
 
 def exact_channel_traces(

@@ -13,11 +13,13 @@ Rules:
   classifier's outputs), when an ``exclude`` pattern matches one of its output layers, or when a
   grouped convolution reads only part of its input channels from it (a concatenation feeding a
   grouped convolution cannot be pruned consistently). Frozen groups carry the reason.
-* A layer type with parameters but no handler (`structure.handlers`) is a `StructureError` naming
+* A layer type with parameters but no layer handler (`secateurs.layers`) is a `StructureError` naming
   the layer; parameter-free operations (activations, pooling, additions) need no handler.
 * A model Torch-Pruning cannot trace is a `StructureError` with its reason.
 
-`member_slices` is the one place where a member's slice of a tensor is read as ``(units, -1)``.
+Groups start at every layer type whose handler is a filter (`layers.filter_types`); layer types
+Torch-Pruning does not know are pruned through their handlers (`structure.pruners`). How a member's
+channels are read (rows of its weights, its leaf layers) is the channel view, `structure.channel_view`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +36,10 @@ import torch_pruning as tp
 from torch import nn
 
 from secateurs.errors import StructureError
-from secateurs.structure.handlers import ACCEPTED, Kind, LayerHandler, Role, handler_for
-from secateurs.structure.implant import ImplantedConv2d, ImplantPruner
+from secateurs.layers import Kind, LayerHandler, Role, accepted_layers, filter_types, handler_for
+from secateurs.structure.pruners import custom_pruners, traceable
 
 log = logging.getLogger(__name__)
-
-ROOT_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear, ImplantedConv2d)
-"""Layers whose output channels start a group."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +48,7 @@ class Member:
 
     name: str
     module: nn.Module
-    handler: LayerHandler
+    handler: LayerHandler[Any]
     role: Role
     indices: torch.Tensor
     channels: torch.Tensor
@@ -115,15 +114,12 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.Dependency
     """Torch-Pruning's dependency graph of ``model`` (training flags restored); tracing failures are
     a `StructureError`."""
     flags = {module: module.training for module in model.modules()}
-    implants = [m for m in model.modules() if isinstance(m, ImplantedConv2d)]
-    for implant in implants:
-        implant.opaque = True
     try:
-        with torch.enable_grad(), warnings_silenced():
+        with torch.enable_grad(), warnings_silenced(), traceable(model):
             graph = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs=example_inputs,
-                customized_pruners={ImplantedConv2d: ImplantPruner()},
+                customized_pruners=custom_pruners(model),
                 output_transform=_checked_output,
                 verbose=False,
             )
@@ -133,8 +129,6 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.Dependency
     finally:
         for module, training in flags.items():
             module.training = training
-        for implant in implants:
-            implant.opaque = False
     return graph
 
 
@@ -165,8 +159,9 @@ def channel_graph(model: nn.Module, example_inputs: torch.Tensor, *, exclude: Se
     """
     graph = build_graph(model, example_inputs)
     names = {module: name for name, module in model.named_modules()}
+    roots = filter_types()
     leaves = [
-        name for name, m in model.named_modules() if isinstance(m, ROOT_TYPES) and not _inside_implant(name, model)
+        name for name, m in model.named_modules() if isinstance(m, roots) and not _inside_composite(name, model)
     ]
     traced = {names.get(m) for m in graph.module2node if isinstance(m, nn.Module)}
     untraced = [name for name in leaves if name not in traced]
@@ -178,16 +173,18 @@ def channel_graph(model: nn.Module, example_inputs: torch.Tensor, *, exclude: Se
     if untraced:
         log.warning("layers not reached by Torch-Pruning's trace are left intact: %s", ", ".join(untraced))
     groups = []
-    for tp_group in graph.get_all_groups(root_module_types=ROOT_TYPES):
+    for tp_group in graph.get_all_groups(root_module_types=roots):
         groups.append(_convert(graph, tp_group, names, exclude))
     _check_patterns(exclude, groups)
     return ChannelGraph(model=model, graph=graph, groups=groups, untraced=untraced)
 
 
-def _inside_implant(name: str, model: nn.Module) -> bool:
+def _inside_composite(name: str, model: nn.Module) -> bool:
+    """Whether layer ``name`` is a leaf of a composite layer (a neural implant's children)."""
     parts = name.split(".")
     for depth in range(1, len(parts)):
-        if isinstance(model.get_submodule(".".join(parts[:depth])), ImplantedConv2d):
+        handler = handler_for(model.get_submodule(".".join(parts[:depth])))
+        if handler is not None and handler.composite:
             return True
     return False
 
@@ -211,7 +208,7 @@ def _convert(
         if not isinstance(module, nn.Module):
             raise StructureError(
                 f"group of {root!r} couples a bare parameter of shape {tuple(module.shape)}; no handler for it "
-                f"(accepted layers: {ACCEPTED})"
+                f"(accepted layers: {accepted_layers()})"
             )
         if not any(True for _ in module.parameters()) and not any(True for _ in module.buffers()):
             continue
@@ -220,7 +217,8 @@ def _convert(
         if handler is None:
             raise StructureError(
                 f"layer {name!r} ({type(module).__name__}) is coupled to the channels of {root!r} but has no "
-                f"channel handler; accepted: {ACCEPTED}"
+                f"channel handler; accepted: {accepted_layers()} (or register one: secateurs.layers."
+                "register_layer_handler)"
             )
         members.append(
             Member(
@@ -274,9 +272,7 @@ def _units(channels: int, members: Sequence[Member]) -> tuple[torch.Tensor, str 
 
 
 def _dimension(member: Member) -> int:
-    module = member.module
-    assert isinstance(module, nn.Conv2d)
-    return module.out_channels if member.role == "out" else module.in_channels
+    return member.handler.channels(member.module, member.role)
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -288,41 +284,3 @@ def _check_patterns(patterns: Sequence[str], groups: Sequence[ChannelGroup]) -> 
     for pattern in patterns:
         if not any(_matches(name, [pattern]) for name in names):
             raise StructureError(f"exclude pattern {pattern!r} matches no layer; layers: {', '.join(sorted(names))}")
-
-
-def member_slices(
-    group: ChannelGroup,
-    tensors: Mapping[str, torch.Tensor],
-    *,
-    roles: Iterable[Role] = ("out",),
-    kinds: Iterable[Kind] = ("filter",),
-) -> Iterator[tuple[Member, torch.Tensor]]:
-    """Yield ``(member, rows)`` for the members with a tensor in ``tensors`` (keyed by layer name).
-
-    ``tensors[name]`` has the layout of the member's handler (``module.weight`` for Conv2d/Linear/BN,
-    the dense equivalent kernel for `ImplantedConv2d`); ``rows`` is its slice for the member's
-    indices as a ``(len(indices), -1)`` matrix, row i belonging to group channel ``member.channels[i]``.
-    """
-    roles, kinds = tuple(roles), tuple(kinds)
-    for member in group.members:
-        if member.role not in roles or member.kind not in kinds or member.name not in tensors:
-            continue
-        yield member, member.handler.rows(member.module, tensors[member.name], member.indices, member.role)
-
-
-def layouts(groups: Iterable[ChannelGroup]) -> dict[str, torch.Tensor]:
-    """Every member layer's weight in its handler's layout, keyed by layer name (detached)."""
-    result: dict[str, torch.Tensor] = {}
-    for group in groups:
-        for member in group.members:
-            if member.name not in result:
-                result[member.name] = member.handler.layout(member.module).detach()
-    return result
-
-
-def channel_sums(group: ChannelGroup, per_member: Iterable[tuple[Member, torch.Tensor]]) -> torch.Tensor:
-    """Add per-row values (one per member index) into the group's channels (the group-sum rule)."""
-    total = torch.zeros(group.channels, dtype=torch.float64)
-    for member, values in per_member:
-        total.index_add_(0, member.channels, values.detach().to(torch.float64).reshape(-1))
-    return total

@@ -14,19 +14,22 @@ each side otherwise. For the usual "same" convolutions (3×3, padding 1) q = 0: 
 paper. Both children are ordinary ``nn.Conv2d`` leaves, so parameter and MAC counters, optimizers,
 ``torch.onnx.export`` and masks see them without special cases.
 
-Torch-Pruning treats the module as one customized layer through `ImplantPruner` (registered for
-every dependency graph secateurs builds), so channels can still be removed after implanting.
+`ImplantHandler` (the module's layer handler) makes Torch-Pruning treat it as one customized layer
+in every dependency graph secateurs builds, so channels can still be removed after implanting (all
+of a layer's implants may go; its full filters may not all go).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from secateurs.errors import StructureError
+from secateurs.layers import ChannelChange, LayerHandler, LayerSize, Role, register_layer_handler
 
 
 def implant_geometry(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -164,6 +167,8 @@ class ImplantedConv2d(nn.Module):
         source = x
         if crop_h or crop_w:
             source = x[:, :, crop_h : x.shape[2] - crop_h, crop_w : x.shape[3] - crop_w]
+        if not self.implant.out_channels:  # every implanted slot was removed later
+            return self.kept(x).index_select(1, self.order)
         combined = torch.cat([self.kept(x), self.implant(source)], dim=1)
         return combined.index_select(1, self.order)
 
@@ -213,40 +218,71 @@ def _order(slots: int, implanted: Sequence[int], device: torch.device) -> torch.
     return torch.tensor([position[slot] for slot in range(slots)], dtype=torch.long, device=device)
 
 
-class ImplantPruner(tp.pruner.function.BasePruningFunc):
-    """Torch-Pruning handler for `ImplantedConv2d`: removes slots or input channels of both children."""
+@register_layer_handler(ImplantedConv2d)
+class ImplantHandler(LayerHandler[ImplantedConv2d]):
+    """`ImplantedConv2d` as one layer: read through its equivalent dense kernel, pruned slot by slot.
 
-    TARGET_MODULES = (ImplantedConv2d,)
+    Its leaves are ``kept`` (the full k×k filters) and ``implant`` (the 1×1 ones); tensors shaped like
+    theirs compose into the dense layout with the implants at the centre tap (`ImplantedConv2d.compose`),
+    per-leaf channel values into slot order (``order``). Torch-Pruning does not know the type, so
+    removing slots or input channels is done here, on both children.
+    """
 
-    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        assert isinstance(layer, ImplantedConv2d)
-        removed = {int(i) for i in idxs}
-        kept_slots, implanted_slots = layer.kept_slots(), layer.implanted_slots()
+    composite = True
+    native = False
+
+    def channels(self, module: ImplantedConv2d, role: Role) -> int:
+        return module.out_channels if role == "out" else module.in_channels
+
+    def leaves(self, module: ImplantedConv2d) -> list[tuple[str, nn.Module]]:
+        return [("kept", module.kept), ("implant", module.implant)]
+
+    def compose(self, module: ImplantedConv2d, pieces: Sequence[torch.Tensor]) -> torch.Tensor:
+        return module.compose(pieces[0], pieces[1])
+
+    def compose_out(self, module: ImplantedConv2d, values: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([values[0], values[1]]).index_select(0, module.order.to(values[0].device))
+
+    def rows(self, module: ImplantedConv2d, tensor: torch.Tensor, indices: torch.Tensor, role: Role) -> torch.Tensor:
+        if role == "out":
+            return tensor.index_select(0, indices).reshape(len(indices), -1)
+        return tensor.index_select(1, indices).transpose(0, 1).reshape(len(indices), -1)
+
+    def size(self, module: ImplantedConv2d, change: ChannelChange) -> LayerSize:
+        """k·k·C_in per kept full filter, C_in per kept implant, plus biases."""
+        kept_out = int(change.out_kept.sum())
+        area = module.kept.kernel_size[0] * module.kept.kernel_size[1]
+        slots = torch.zeros(module.out_channels, dtype=torch.bool)
+        slots[module.implanted_slots()] = True
+        implants = int((slots & change.out_kept).sum())
+        weight = ((kept_out - implants) * area + implants) * change.in_kept
+        biases = kept_out if module.kept.bias is not None else 0
+        return LayerSize(weight + biases, weight)
+
+    def remove_channels(self, module: ImplantedConv2d, indices: Sequence[int], role: Role) -> None:
+        if role == "in":
+            tp.pruner.function.prune_conv_in_channels(module.kept, list(indices))
+            tp.pruner.function.prune_conv_in_channels(module.implant, list(indices))
+            return
+        removed = {int(i) for i in indices}
+        kept_slots, implanted_slots = module.kept_slots(), module.implanted_slots()
         kept_rows = [row for row, slot in enumerate(kept_slots) if slot in removed]
         implant_rows = [row for row, slot in enumerate(implanted_slots) if slot in removed]
         if len(kept_rows) == len(kept_slots):
             raise StructureError("removing these channels would leave an implanted layer without a full filter")
-        conv_pruner = tp.pruner.function.prune_conv_out_channels
         if kept_rows:
-            conv_pruner(layer.kept, kept_rows)
+            tp.pruner.function.prune_conv_out_channels(module.kept, kept_rows)
         if implant_rows:
-            conv_pruner(layer.implant, implant_rows)
+            tp.pruner.function.prune_conv_out_channels(module.implant, implant_rows)
         survivors = [slot for slot in range(len(kept_slots) + len(implanted_slots)) if slot not in removed]
         remaining_implants = [survivors.index(slot) for slot in implanted_slots if slot not in removed]
-        layer.order = _order(len(survivors), remaining_implants, layer.order.device)
-        return layer
+        module.order = _order(len(survivors), remaining_implants, module.order.device)
 
-    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        assert isinstance(layer, ImplantedConv2d)
-        conv_pruner = tp.pruner.function.prune_conv_in_channels
-        conv_pruner(layer.kept, list(idxs))
-        conv_pruner(layer.implant, list(idxs))
-        return layer
-
-    def get_out_channels(self, layer: nn.Module) -> int:
-        assert isinstance(layer, ImplantedConv2d)
-        return layer.out_channels
-
-    def get_in_channels(self, layer: nn.Module) -> int:
-        assert isinstance(layer, ImplantedConv2d)
-        return layer.in_channels
+    @contextlib.contextmanager
+    def tracing(self, module: ImplantedConv2d) -> Iterator[None]:
+        """The module looks like one convolution to Torch-Pruning's tracer (`ImplantedConv2d.opaque`)."""
+        module.opaque = True
+        try:
+            yield
+        finally:
+            module.opaque = False

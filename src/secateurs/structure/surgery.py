@@ -1,15 +1,18 @@
 """Physical channel removal (through Torch-Pruning), neural implants, and the same removal as masks.
 
-`build_plan` turns a choice of channels (per group: removed, implanted) into a `Plan` (`removal_plan`:
-the same as its plan.json object, for callers that hold plans as JSON); `apply_plan` replays them
-on a copy of the model, so the physically pruned model is by construction
+`build_plan` turns a choice of channels (per group: a keep-mask, and which kept channels become
+implants) into a `Plan` (`removal_plan`: the same as its plan.json object, for callers that hold
+plans as JSON); `apply_plan` replays them on a copy of the model, so the physically pruned model is by construction
 what a later `load_run` rebuilds; the pruned copy must pass a forward pass on the example inputs or
 the result is a `StructureError` and nothing is returned.
 
-`removal_masks` expresses the same removal as keep-masks on the Conv2d/Linear weights: the removed
-channels' filters *and every consumer's input slice* are zeroed, so their values (batch-norm shifts,
-residual sums) can no longer reach the output. In eval mode the masked model then computes exactly
-what the physically pruned one computes; tests compare the two.
+`keep_masks` expresses the same removal as keep-masks on the leaf layers' weights: the removed
+channels' filters *and every consumer's input slice* are zeroed (`channel_view.removed_entries`), so
+their values (batch-norm shifts, residual sums) can no longer reach the output. In eval mode the
+masked model then computes exactly what the physically pruned one computes; tests compare the two.
+
+Every mask here is per group channel, True = keep (ARCHITECTURE.md); implant masks mark kept
+channels that become implants.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from torch import nn
 
 from secateurs.errors import StructureError
 from secateurs.sparsity.masks import MaskStore, independent_copy
-from secateurs.structure.groups import ChannelGroup, layouts, member_slices
+from secateurs.structure.channel_view import removed_entries
+from secateurs.structure.groups import ChannelGroup
 from secateurs.structure.implant import implant_geometry
 from secateurs.structure.plan import (
     ImplantStep,
@@ -46,18 +50,19 @@ def implantable(group: ChannelGroup) -> bool:
 
 def build_plan(
     groups: Sequence[ChannelGroup],
-    removed: Mapping[str, torch.Tensor],
+    kept: Mapping[str, torch.Tensor],
     implanted: Mapping[str, torch.Tensor] | None = None,
     *,
     previous: Sequence[PlanStep] = (),
     implant_init: str = "zero",
 ) -> Plan:
-    """A `Plan` removing ``removed[root]`` (boolean per channel) from each group, then implanting.
+    """A `Plan` keeping ``kept[root]`` (boolean per channel, True = keep) of each group, then implanting.
 
-    ``implanted[root]`` marks kept channels whose filters become 1×1 implants; their indices in the
-    implant steps are renumbered after the removals. ``previous`` steps (an earlier pruning of the
-    same model) come first. ``implant_init`` is how implants start (`ImplantedConv2d.from_conv`:
-    ``zero`` or ``centre``). Raises `StructureError` for a choice the groups cannot take.
+    Groups absent from ``kept`` keep every channel. ``implanted[root]`` marks kept channels whose
+    filters become 1×1 implants; their indices in the implant steps are renumbered after the
+    removals. ``previous`` steps (an earlier pruning of the same model) come first. ``implant_init``
+    is how implants start (`ImplantedConv2d.from_conv`: ``zero`` or ``centre``). Nothing is
+    modified; a choice the groups cannot take is a `StructureError`.
     """
     implanted = implanted or {}
     if implant_init not in ("zero", "centre"):
@@ -65,20 +70,20 @@ def build_plan(
     init: Literal["zero", "centre"] = "zero" if implant_init == "zero" else "centre"
     steps: list[PlanStep] = list(previous)
     by_root = {group.root: group for group in groups}
-    for root, mask in removed.items():
+    for root, mask in kept.items():
         group = by_root[root]
-        _check_mask(group, mask, "removed")
-        indices = torch.nonzero(mask).reshape(-1).tolist()
+        _check_mask(group, mask, "kept", removes=~mask)
+        indices = torch.nonzero(~mask).reshape(-1).tolist()
         if len(indices) >= group.channels:
             raise StructureError(f"removing all {group.channels} channels of {root!r} would empty the layer")
         if indices:
             steps.append(RemoveStep(root=root, channels=group.channels, removed=indices))
     for root, mask in implanted.items():
         group = by_root[root]
-        _check_mask(group, mask, "implanted")
+        _check_mask(group, mask, "implanted", removes=mask)
         if not bool(mask.any()):
             continue
-        gone = removed.get(root, torch.zeros(group.channels, dtype=torch.bool))
+        gone = ~kept[root] if root in kept else torch.zeros(group.channels, dtype=torch.bool)
         if bool((mask & gone).any()):
             raise StructureError(f"group {root!r}: a channel cannot be both removed and implanted")
         if not implantable(group):
@@ -103,20 +108,20 @@ def build_plan(
 
 def removal_plan(
     groups: Sequence[ChannelGroup],
-    removed: Mapping[str, torch.Tensor],
+    kept: Mapping[str, torch.Tensor],
     implanted: Mapping[str, torch.Tensor] | None = None,
     *,
     previous: Sequence[PlanStep] = (),
     implant_init: str = "zero",
 ) -> dict[str, Any]:
     """`build_plan` as its plan.json object (`Plan.to_json`)."""
-    return build_plan(groups, removed, implanted, previous=previous, implant_init=implant_init).to_json()
+    return build_plan(groups, kept, implanted, previous=previous, implant_init=implant_init).to_json()
 
 
-def _check_mask(group: ChannelGroup, mask: torch.Tensor, what: str) -> None:
+def _check_mask(group: ChannelGroup, mask: torch.Tensor, what: str, *, removes: torch.Tensor) -> None:
     if mask.dtype != torch.bool or tuple(mask.shape) != (group.channels,):
         raise StructureError(f"group {group.root!r}: {what} must be a boolean mask of {group.channels} channels")
-    if not group.prunable and bool(mask.any()):
+    if not group.prunable and bool(removes.any()):
         raise StructureError(f"group {group.root!r} may not be pruned: {group.frozen}")
 
 
@@ -149,32 +154,25 @@ def apply_plan(model: nn.Module, plan: Plan | Mapping[str, Any], example_inputs:
     return clone
 
 
-def removal_masks(groups: Sequence[ChannelGroup], removed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keep-masks (``layer.weight`` → bool) expressing ``removed`` on the Conv2d/Linear weights.
+def keep_masks(groups: Sequence[ChannelGroup], kept: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep-masks (``leaf.weight`` name → bool) expressing ``kept`` (per group channel, True = keep).
 
-    Zeroes the removed channels' output filters and every consumer's input slices. Raises
-    `StructureError` for layers masks cannot express (implanted layers).
+    Zeroes the removed channels' output filters and every consumer's input slices, on the leaf
+    layers that hold the weights (an implanted layer's ``kept`` and ``implant`` children). Groups
+    absent from ``kept`` keep everything. Returns new masks; nothing is modified.
     """
-    weights = layouts(groups)
     masks: dict[str, torch.Tensor] = {}
     for group in groups:
-        mask = removed.get(group.root)
-        if mask is None or not bool(mask.any()):
+        mask = kept.get(group.root)
+        if mask is None:
             continue
-        for member, rows in member_slices(group, _positions(weights), roles=("out", "in"), kinds=("filter",)):
-            if type(member.module) not in (nn.Conv2d, nn.Linear):
-                raise StructureError(
-                    f"layer {member.name!r}: masks cannot express removals in a {type(member.module).__name__}"
-                )
-            keep = masks.setdefault(f"{member.name}.weight", torch.ones_like(weights[member.name], dtype=torch.bool))
-            gone = rows[mask[member.channels]].reshape(-1)
-            keep.view(-1)[gone] = False
+        for name, leaf, flat in removed_entries(group, mask):
+            weight = getattr(leaf, "weight", None)
+            if not isinstance(weight, torch.Tensor):
+                raise StructureError(f"layer {name!r}: masks need a tensor 'weight' to mask")
+            keep = masks.setdefault(f"{name}.weight", torch.ones_like(weight, dtype=torch.bool))
+            keep.view(-1)[flat] = False
     return masks
-
-
-def _positions(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each weight's flat element positions in its own shape (slicing them yields element indices)."""
-    return {name: torch.arange(w.numel()).reshape(w.shape) for name, w in weights.items()}
 
 
 def masked_copy(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:

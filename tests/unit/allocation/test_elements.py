@@ -159,13 +159,21 @@ def test_l2_normalisation_equals_dividing_by_each_layer_norm() -> None:
     scores = {"a": torch.rand(40, generator=generator) * 100, "b": torch.rand(10, 6, generator=generator)}
     divided = {name: value / value.norm() for name, value in scores.items()}
     for sparsity in (0.3, 0.6, 0.9):
-        normalised = select(scores, sparsity, ELEMENT, scope="global", normalize="l2")
+        normalised = select(scores, sparsity, ELEMENT, scope="normalized", normalizer="l2")
         reference = select(divided, sparsity, ELEMENT, scope="global")
         assert all(torch.equal(normalised[name], reference[name]) for name in scores)
     raw = select(scores, 0.7, ELEMENT, scope="global")  # budget 30 < 40 entries of the large-scale layer
     assert int(raw["b"].sum()) == 1  # without normalising, the small-scale layer loses all but min_keep
-    assert int(select(scores, 0.7, ELEMENT, scope="global", normalize="l2")["b"].sum()) > 1
+    assert int(select(scores, 0.7, ELEMENT, scope="normalized", normalizer="l2")["b"].sum()) > 1
     assert torch.allclose(normalize_scores(torch.tensor([3.0, 4.0]), "l2"), torch.tensor([0.6, 0.8]))
+    by_own_mean = normalize_scores(torch.tensor([1.0, 3.0, float("-inf")]), "mean")  # mean of the finite ones: 2
+    assert by_own_mean.tolist() == [0.5, 1.5, float("-inf")]
+    # the mean normalizer: the same as dividing each layer by its mean score
+    by_mean = {name: value / value.mean() for name, value in scores.items()}
+    for sparsity in (0.3, 0.6):
+        normalised = select(scores, sparsity, ELEMENT, scope="normalized", normalizer="mean")
+        reference = select(by_mean, sparsity, ELEMENT, scope="global")
+        assert all(torch.equal(normalised[name], reference[name]) for name in scores)
     assert torch.equal(normalize_scores(torch.tensor([3.0, float("-inf"), 4.0]), "l2")[1], torch.tensor(float("-inf")))
     assert torch.equal(normalize_scores(torch.zeros(3), "l2"), torch.zeros(3))
 
@@ -191,14 +199,14 @@ def test_sparsity_outside_the_range_is_a_usage_error(sparsity: float) -> None:
 
 def test_allocation_errors_name_the_accepted_values() -> None:
     scores = {"a": torch.ones(4), "b": torch.ones(4)}
-    with pytest.raises(UsageError, match="unknown scope 'layer'; accepted: layerwise, global"):
+    with pytest.raises(UsageError, match="unknown scope 'layer'; accepted: layerwise, global, normalized"):
         select(scores, 0.5, ELEMENT, scope="layer")
     with pytest.raises(UsageError, match="no sparsity given for 'b'; given for: a"):
         select(scores, {"a": 0.5}, ELEMENT)
     with pytest.raises(UsageError, match="scope 'global' takes one sparsity, not one per layer"):
         select(scores, {"a": 0.5, "b": 0.5}, ELEMENT, scope="global")
-    with pytest.raises(UsageError, match="unknown score normalisation 'l1'; accepted: none, l2"):
-        select(scores, 0.5, ELEMENT, scope="global", normalize="l1")
+    with pytest.raises(UsageError, match="unknown score normalisation 'l1'; accepted: none, l2, mean"):
+        select(scores, 0.5, ELEMENT, scope="normalized", normalizer="l1")
     with pytest.raises(UsageError, match=r"filter granularity needs a ≥2-D weight; a has shape \(4,\)"):
         select(scores, 0.5, FILTER)
     with pytest.raises(UsageError, match=r"unknown granularity 'row'; accepted: .*element.*filter"):

@@ -62,7 +62,10 @@ def test_unknown_nested_key_via_override(tmp_path: Path) -> None:
     [
         ("train.epochs=abc", r"train\.epochs: Input should be a valid number.* \(got 'abc'\)"),
         ("seed=[1]", r"seed: Input should be a valid integer \(got \[1\]\)"),
-        ("method.scope=everywhere", r"method\.scope: Input should be 'layerwise' or 'global' \(got 'everywhere'\)"),
+        (
+            "method.scope=everywhere",
+            r"method\.scope: Input should be 'layerwise', 'global' or 'normalized' \(got 'everywhere'\)",
+        ),
         ("train.optimizer=rmsprop", r"train\.optimizer: Input should be 'sgd', 'adam' or 'adamw' \(got 'rmsprop'\)"),
         ("train.batch_size=0", r"train\.batch_size: Input should be greater than or equal to 1 \(got 0\)"),
     ],

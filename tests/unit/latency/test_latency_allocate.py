@@ -1,4 +1,4 @@
-"""Latency-aware allocation (`structure.latency_allocate`): hand-computed greedy answers on made-up tables."""
+"""Latency-aware allocation (`latency.allocate`): hand-computed greedy answers on made-up tables."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def additive(dense: float, savings: dict[int, dict[int, float]]) -> tuple:
 
     def fraction_for(groups: list[GroupScores]):
         def cost(masks: list[torch.Tensor]) -> float:
-            removed = [int(g.sizes[m].sum()) for g, m in zip(groups, masks, strict=True)]
+            removed = [int(g.sizes[~kept].sum()) for g, kept in zip(groups, masks, strict=True)]
             return 1.0 - latency(removed) / dense
 
         return cost
@@ -55,7 +55,7 @@ def test_greedy_takes_the_cheapest_importance_per_millisecond_until_the_target()
     )
     assert allocation.counts == [8, 8, 0]
     assert allocation.achieved == pytest.approx(0.25)
-    assert allocation.masks[0].tolist() == [True] * 8 + [False] * 8  # the lowest scores of A go
+    assert allocation.kept[0].tolist() == [False] * 8 + [True] * 8  # the lowest scores of A go
 
 
 def test_removals_the_target_no_longer_needs_are_given_back() -> None:
@@ -88,7 +88,7 @@ def test_coupled_latency_prices_each_move_at_the_current_widths() -> None:
         return (16 - removed[0]) * (16 - removed[1]) / 16
 
     def cost(masks: list[torch.Tensor]) -> float:
-        return 1.0 - latency([int(m.sum()) for m in masks]) / 16
+        return 1.0 - latency([int((~kept).sum()) for kept in masks]) / 16
 
     # first move: halving "in" loses 8 for 8 ms (ratio 1), halving "out" loses 16 for 8 ms (ratio 2);
     # at 70 % the second move must also halve "out": it now saves only 4 ms (8×8/16 = 4): 75 %.

@@ -10,7 +10,7 @@ import torch_pruning as tp
 from torch import nn
 
 import secateurs as sec
-from secateurs.methods.torch_pruning import CorrectedHessianImportance
+from secateurs.methods.torch_pruning import CorrectedHessianImportance, l2_normalized
 from secateurs.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,19 +46,31 @@ def test_corrected_hessian_importance_sums_every_sample() -> None:
     assert scorer._counter[layer.weight] == 2
 
 
-def test_tp_magnitude_matches_metapruner_and_lands_on_the_parameter_target() -> None:
+@pytest.mark.parametrize(
+    ("scope", "normalizer", "global_pruning", "tp_normalizer"),
+    [
+        (None, "mean", True, "mean"),  # the default: Torch-Pruning's own default settings
+        ("normalized", "l2", True, l2_normalized),
+        ("global", "mean", True, None),
+        ("layerwise", "mean", False, None),
+    ],
+)
+def test_tp_magnitude_matches_metapruner_and_lands_on_the_parameter_target(
+    scope: str | None, normalizer: str, global_pruning: bool, tp_normalizer: object
+) -> None:
     torch.manual_seed(0)
     model = build_model("resnet8", (1, 8, 8), 5).eval()
     inputs = torch.randn(2, 1, 8, 8)
-    result = sec.prune(model, "tp-magnitude", 0.5, example_inputs=inputs)
+    result = sec.prune(model, "tp-magnitude", 0.5, example_inputs=inputs, scope=scope, normalizer=normalizer)
     assert result.info["realised"]["params_removed"] == pytest.approx(0.5, abs=0.02)
+    assert result.info["scope"] == (scope or "normalized")
     # Torch-Pruning's own one-shot run at the ratio the search found prunes to the same shapes
     reference = copy.deepcopy(model)
     pruner = tp.pruner.MetaPruner(
         reference,
         inputs,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
-        global_pruning=True,
+        importance=tp.importance.GroupMagnitudeImportance(p=2, normalizer=tp_normalizer),
+        global_pruning=global_pruning,
         pruning_ratio=result.info["pruning_ratio"],
         max_pruning_ratio=0.95,
         ignored_layers=[reference.classifier],
@@ -67,6 +79,9 @@ def test_tp_magnitude_matches_metapruner_and_lands_on_the_parameter_target() -> 
     ours = {k: v.shape for k, v in result.model.state_dict().items()}
     theirs = {k: v.shape for k, v in reference.state_dict().items()}
     assert ours == theirs
+    if scope == "global":  # raw magnitudes rank differently from the default's normalised ones
+        default = sec.prune(model, "tp-magnitude", 0.5, example_inputs=inputs)
+        assert {k: v.shape for k, v in default.model.state_dict().items()} != ours
     with torch.no_grad():
         assert torch.allclose(result.model.eval()(inputs), reference.eval()(inputs), atol=1e-6)
 

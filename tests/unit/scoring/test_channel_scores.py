@@ -8,13 +8,26 @@ import pytest
 import torch
 from torch import nn
 
-from secateurs.methods.base import PruneContext
-from secateurs.methods.hap import Hap, HapNoNorm, HapOptions, HapRaw, sensitivity, signed
-from secateurs.scoring.channels import l1_filter_scores, l2_filter_scores, random_channel_scores, taylor_scores
+from secateurs.scoring.channel_criteria import CHANNEL_SCORERS
+from secateurs.scoring.channel_criteria.hap import HessianTraceOptions, sensitivity, signed
 from secateurs.scoring.hessian import HutchinsonConfig, exact_channel_traces, hutchinson_channel_traces
-from secateurs.structure.groups import channel_graph
+from secateurs.structure.groups import ChannelGroup, channel_graph
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def criterion(
+    name: str,
+    model: nn.Module,
+    groups: list[ChannelGroup],
+    *,
+    generator: torch.Generator | None = None,
+    batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    **options: object,
+) -> list[torch.Tensor]:
+    """The scores of the registered channel criterion ``name``."""
+    generator = generator or torch.Generator().manual_seed(0)
+    return CHANNEL_SCORERS.get(name).score(model, groups, options, generator=generator, batches=batches or []).scores
 
 
 class TinyCNN(nn.Module):
@@ -105,8 +118,8 @@ def test_filter_norm_scores_are_hand_computed() -> None:
     with torch.no_grad():
         model.conv1.weight.copy_(torch.tensor([1.0, -2.0, 0.0]).reshape(3, 1, 1, 1) * torch.ones(3, 1, 3, 3))
     groups = {g.root: g for g in channel_graph(model, torch.zeros(2, 1, 5, 5)).prunable()}
-    l1 = l1_filter_scores([groups["conv1"]])[0]
-    l2 = l2_filter_scores([groups["conv1"]])[0]
+    l1 = criterion("l1", model, [groups["conv1"]])[0]
+    l2 = criterion("l2", model, [groups["conv1"]])[0]
     assert l1.tolist() == [9.0, 18.0, 0.0]  # nine taps of |1|, |−2|, 0
     assert torch.allclose(l2, torch.tensor([3.0, 6.0, 0.0], dtype=torch.float64))  # √9, √36, 0
 
@@ -130,7 +143,7 @@ def test_coupled_group_scores_are_the_sum_of_member_scores() -> None:
         model.a.weight.copy_(torch.tensor([1.0, -3.0]).reshape(2, 1, 1, 1))
         model.b.weight.copy_(torch.tensor([-2.0, 0.5]).reshape(2, 1, 1, 1))
     (group,) = channel_graph(model, torch.zeros(2, 1, 3, 3)).prunable()
-    assert l1_filter_scores([group])[0].tolist() == [3.0, 3.5]
+    assert criterion("l1", model, [group])[0].tolist() == [3.0, 3.5]
 
 
 def test_taylor_scores_match_a_direct_computation() -> None:
@@ -141,15 +154,17 @@ def test_taylor_scores_match_a_direct_computation() -> None:
         weight = model.conv1.weight
         (gradient,) = torch.autograd.grad(nn.functional.cross_entropy(model(inputs), targets), [weight])
         expected += (gradient * weight).detach().reshape(3, -1).sum(1).double().pow(2)
-    (scores,) = taylor_scores(model, [group], data, nn.functional.cross_entropy)
+    (scores,) = criterion("taylor", model, [group], batches=data)
     assert torch.allclose(scores, expected / len(data), rtol=1e-5)
 
 
 def test_random_channel_scores_follow_the_generator() -> None:
     groups = channel_graph(tiny_model(), torch.zeros(2, 1, 5, 5)).prunable()
-    first = random_channel_scores(groups, torch.Generator().manual_seed(4))
-    second = random_channel_scores(groups, torch.Generator().manual_seed(4))
+    first = criterion("random", tiny_model(), groups, generator=torch.Generator().manual_seed(4))
+    second = criterion("random", tiny_model(), groups, generator=torch.Generator().manual_seed(4))
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    expected = torch.rand(groups[0].channels, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert torch.equal(first[0], expected)
 
 
 def test_sensitivity_variants_and_sign_policy() -> None:
@@ -164,15 +179,14 @@ def test_sensitivity_variants_and_sign_policy() -> None:
     assert signed(traces, "keep").tolist() == [2.0, -1.0, 4.0]
 
 
-@pytest.mark.parametrize("method", [Hap(), HapRaw(), HapNoNorm()])
-def test_hap_group_scores_follow_the_formula(method: Hap) -> None:
+@pytest.mark.parametrize("name", ["hap", "hap-raw", "hap-nonorm"])
+def test_hap_group_scores_follow_the_formula(name: str) -> None:
     model, data = tiny_model(), tiny_data()
     groups = channel_graph(model, torch.zeros(2, 1, 5, 5)).prunable()
-    options = HapOptions(probes=5, min_probes=5, tolerance=0.0)
-    context = PruneContext(
-        example_inputs=torch.zeros(2, 1, 5, 5), generator=torch.Generator().manual_seed(2), batches=data
-    )
-    scores, info = method.channel_scores(model, groups, options, context)
+    options = HessianTraceOptions(probes=5, min_probes=5, tolerance=0.0)
+    generator = torch.Generator().manual_seed(2)
+    result = CHANNEL_SCORERS.get(name).score(model, groups, options, generator=generator, batches=data)
+    scores, info = result.scores, result.diagnostics
     traces = hutchinson_channel_traces(
         model, data, nn.functional.cross_entropy, torch.Generator().manual_seed(2), HutchinsonConfig(5, 5, 0.0)
     ).traces
@@ -186,5 +200,5 @@ def test_hap_group_scores_follow_the_formula(method: Hap) -> None:
             "hap": trace / size * norm,
             "hap-raw": trace,
             "hap-nonorm": trace * norm,
-        }[method.name]
+        }[name]
         assert torch.allclose(score, expected)

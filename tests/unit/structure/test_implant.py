@@ -165,10 +165,10 @@ def test_implanted_model_survives_later_surgery(tmp_path: Path) -> None:
     members = {m.name: g for g in graph.prunable() for m in g.members}
     implanted_name = next(n for n, m in model.named_modules() if isinstance(m, ImplantedConv2d))
     group = members[implanted_name]
-    removed = {group.root: torch.arange(group.channels) % 3 == 1}
-    second = apply_plan(model, removal_plan(graph.groups, removed, previous=plan_of(model)), inputs[:2]).eval()
+    kept = {group.root: torch.arange(group.channels) % 3 != 1}
+    second = apply_plan(model, removal_plan(graph.groups, kept, previous=plan_of(model)), inputs[:2]).eval()
     reference_graph = channel_graph(densified(model), inputs[:2])
-    reference = apply_plan(densified(model), removal_plan(reference_graph.groups, removed), inputs[:2]).eval()
+    reference = apply_plan(densified(model), removal_plan(reference_graph.groups, kept), inputs[:2]).eval()
     with torch.no_grad():
         assert (second(inputs) - reference(inputs)).abs().max() < 1e-5
     # the chained plan (both stages) rebuilds the twice-pruned model from the fresh registry model
