@@ -20,6 +20,8 @@ The model is not modified: the work happens on a copy with masks baked in and co
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -29,10 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateurs.errors import StructureError
 from secateurs.layers import LayerHandler, handler_for, weight_layers
 from secateurs.runtime.distributed import current_world, sum_over_items
 from secateurs.scoring.base import LossFn
+from secateurs.scoring.hvp_select import DEFAULT_ORDER, STEP_CHECK_LIMIT, select_engine
 from secateurs.sparsity.masks import baked_copy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,21 @@ class HutchinsonConfig:
     probes: int = 100
     min_probes: int = 10
     tolerance: float = 1e-3
+    engine: str = "auto"
+    """``auto`` (`hvp_select.select_engine` in its default order) or one engine's name."""
+    probe_seed: int | None = None
+    """The probe stream's own seed (see `probe_stream_base`); None: drawn from the caller's generator."""
+
+
+def probe_stream_base(probe_seed: int, probes: int) -> int:
+    """The base seed of probe stream (``probe_seed``, ``probes``): probe i uses base + i.
+
+    The maximum probe count is part of the key, so runs with different budgets (100 and 400 probes)
+    draw disjoint, independent streams even with the same ``probe_seed``; the stream does not depend
+    on the model seed. SHA-256 of the pair, truncated to 62 bits (room for base + i in torch's 64).
+    """
+    digest = hashlib.sha256(f"secateurs-hutchinson/{probe_seed}/{probes}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 2
 
 
 @dataclass
@@ -55,6 +76,11 @@ class ChannelTraces:
     """Relative change of the running means after each probe (from the second on)."""
     setup_seconds: float = 0.0
     """Copying the model and building the gradient with its graph (a plain HVP loop needs it too)."""
+    engine: str = "double-backward"
+    """The HVP engine used (`scoring.hvp_select`)."""
+    engine_reason: str = ""
+    """Why: the one log line of the engine selection."""
+    probe_seed: int | None = None
 
 
 def hessian_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -106,30 +132,41 @@ def hutchinson_channel_traces(
 ) -> ChannelTraces:
     """Hutchinson estimates of Tr(H_cc) for every output channel c of every Conv2d/Linear leaf.
 
-    Probe ``i`` is drawn from its own generator, seeded with one number drawn from ``generator`` plus
-    ``i``, so under torchrun the probes are split across ranks (`distributed.sum_over_items`: each
+    Probe ``i`` is drawn from its own generator, seeded with base + ``i``: the base is
+    `probe_stream_base` of ``config.probe_seed`` when it is set, else one number drawn from
+    ``generator``. The HVP engine is ``config.engine`` or, for ``auto``, the first of
+    `hvp_select.DEFAULT_ORDER` that supports the model (tried on probe 0, whose product is kept; one
+    log line says which and why). Finite differences whose step check fails (gradient kinks dominate:
+    piecewise-linear activations) are refused with a `StructureError` rather than returning noise.
+    Under torchrun the probes are split across ranks (`distributed.sum_over_items`: each
     rank runs its share of every round, the sums are all-reduced) and the estimate is the one a
     single process computes with the same rounds. A round is one probe per process; the running
     means are checked for convergence after every round, alike on every rank.
     """
     started = time.perf_counter()
     world = current_world()
-    base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    if config.probe_seed is not None:
+        base_seed = probe_stream_base(config.probe_seed, config.probes)
+    else:
+        base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     work = prepared_copy(model)
     layers = hessian_layers(work)
     weights = layer_weights(layers)
     sizes = [w.shape[0] for w in weights]
     hvp_seconds = 0.0
 
+    def probe(item: int) -> list[torch.Tensor]:
+        probe_generator = torch.Generator().manual_seed(base_seed + item)  # host: one stream on every device
+        return [rademacher(w.shape, probe_generator, w.dtype).to(w.device) for w in weights]
+
     def probe_sums(items: range) -> dict[str, torch.Tensor]:
         nonlocal hvp_seconds
-        sums = torch.zeros(sum(sizes), dtype=torch.float64)
+        sums = torch.zeros(sum(sizes), dtype=torch.float64, device=weights[0].device)
         squares = torch.zeros_like(sums)
         for item in items:
-            probe_generator = torch.Generator().manual_seed(base_seed + item)
-            probes = [rademacher(w.shape, probe_generator, w.dtype) for w in weights]
+            probes = probe(item)
             hvp_started = time.perf_counter()
-            products = torch.autograd.grad(gradient, weights, grad_outputs=probes, retain_graph=True)
+            products = first_product if item == 0 else engine.hvp(probes)
             hvp_seconds += time.perf_counter() - hvp_started
             records = torch.cat(
                 [
@@ -141,10 +178,20 @@ def hutchinson_channel_traces(
             squares += records * records
         return {"sums": sums, "squares": squares}
 
+    contiguous = [(inputs.contiguous(), targets) for inputs, targets in batches]
+    order = DEFAULT_ORDER if config.engine == "auto" else (config.engine,)
+    selection = select_engine(work, weights, contiguous, loss_fn, probe(0), order=order)
+    if selection.step_check is not None and selection.step_check > STEP_CHECK_LIMIT:
+        selection.engine.close()
+        raise StructureError(
+            f"Hessian traces: {selection.reason}; finite differences are unreliable here and no exact engine "
+            "supports the model"
+        )
+    log.info("%s", selection.reason)
+    engine, first_product = selection.engine, selection.product
     with torch.enable_grad():
-        gradient = mean_loss_gradient(work, weights, batches, loss_fn)
         setup_seconds = time.perf_counter() - started
-        total = torch.zeros(sum(sizes), dtype=torch.float64)
+        total = torch.zeros(sum(sizes), dtype=torch.float64, device=weights[0].device)
         squares = torch.zeros_like(total)
         previous: torch.Tensor | None = None
         changes: list[float] = []
@@ -162,6 +209,7 @@ def hutchinson_channel_traces(
                 if count >= config.min_probes and change < config.tolerance:
                     break
             previous = means
+    engine.close()
     means = total / count
     variance = (squares / count - means * means).clamp_min(0.0) * (count / max(count - 1, 1))
     errors = (variance / count).sqrt()
@@ -174,6 +222,9 @@ def hutchinson_channel_traces(
         hvp_seconds=hvp_seconds,
         changes=changes,
         setup_seconds=setup_seconds,
+        engine=selection.name,
+        engine_reason=selection.reason,
+        probe_seed=config.probe_seed,
     )
 
 

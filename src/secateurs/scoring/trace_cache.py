@@ -45,12 +45,18 @@ def cached_traces(
         generator.set_state(tensors.pop("__generator__").to(torch.uint8))
         traces = {k.removeprefix("trace:"): v for k, v in tensors.items() if k.startswith("trace:")}
         errors = {k.removeprefix("error:"): v for k, v in tensors.items() if k.startswith("error:")}
-        return (
-            ChannelTraces(
-                traces, errors, record["probes"], record["seconds"], record["hvp_seconds"], record["changes"]
-            ),
-            "hit",
+        cached = ChannelTraces(
+            traces,
+            errors,
+            record["probes"],
+            record["seconds"],
+            record["hvp_seconds"],
+            record["changes"],
+            engine=record.get("engine", "double-backward"),
+            engine_reason=record.get("engine_reason", ""),
+            probe_seed=config.probe_seed,
         )
+        return cached, "hit"
     result = hutchinson_channel_traces(model, batches, loss_fn, generator, config)
     Path(directory).mkdir(parents=True, exist_ok=True)
     tensors = {f"trace:{k}": v for k, v in result.traces.items()}
@@ -64,6 +70,8 @@ def cached_traces(
             "seconds": result.seconds,
             "hvp_seconds": result.hvp_seconds,
             "changes": result.changes,
+            "engine": result.engine,
+            "engine_reason": result.engine_reason,
         },
     )
     return result, "miss"

@@ -44,6 +44,13 @@ class HessianTraceOptions(BaseModel):
     """What to do with negative trace estimates (see the module docstring)."""
     trace_cache: str | None = None
     """Directory memoising trace estimates (content-hashed); None: off."""
+    hvp_engine: Literal[
+        "auto", "double-backward", "double-backward-rewritten", "forward-over-reverse", "finite-difference"
+    ] = "auto"
+    """How Hessian-vector products are computed (`scoring.hvp`); ``auto`` falls back per model."""
+    probe_seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    """The probe stream's own seed, independent of the run seed (`hessian.probe_stream_base`; runs
+    with different ``probes`` draw disjoint streams). None: derived from the run's generator."""
 
 
 def sensitivity(
@@ -75,7 +82,13 @@ def hap_scores(
     """The HAP scores (``normalize``: divide by n_c; ``weight``: multiply by ‖w_c‖²) and diagnostics."""
     options = context.options
     batches = context.require_batches(name)
-    config = HutchinsonConfig(options.probes, min(options.min_probes, options.probes), options.tolerance)
+    config = HutchinsonConfig(
+        options.probes,
+        min(options.min_probes, options.probes),
+        options.tolerance,
+        engine=options.hvp_engine,
+        probe_seed=options.probe_seed,
+    )
     traces, cache = cached_traces(model, batches, context.loss_fn, context.generator, config, options.trace_cache)
     weights = layouts(groups)
     scores, negative = [], 0
@@ -112,6 +125,9 @@ def hap_scores(
         "hvp_seconds": traces.hvp_seconds,
         "last_relative_change": traces.changes[-1] if traces.changes else None,
         "trace_cache": cache,
+        "hvp_engine": traces.engine,
+        "hvp_engine_reason": traces.engine_reason,
+        "probe_seed": traces.probe_seed,
     }
     return ChannelScores(scores, diagnostics)
 
