@@ -44,8 +44,8 @@ def test_infcop_run_records_every_round(dense: Path, tmp_path: Path) -> None:
     assert code == 0
     info = json.loads((out / "run.json").read_text())
     rounds = info["history"]["method"]
-    assert [r["round"] for r in rounds] == [1, 2]
-    assert [r["sparsity"] for r in rounds] == pytest.approx([0.4, 0.64], abs=1e-3)  # 1 − 0.6^t
+    assert [r["round"] for r in rounds] == [0, 1, 2]  # round 0: InfCoP's dense cycle ("iteration 0")
+    assert [r["sparsity"] for r in rounds] == pytest.approx([0.0, 0.4, 0.64], abs=1e-3)  # 1 − 0.6^t
     for record in rounds:
         assert record["stop_reason"] in {"flow", "accuracy", "budget"}
         assert record["epochs"] in (0.5, 1.0) and record["flow_seconds"] > 0

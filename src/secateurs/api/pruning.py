@@ -219,6 +219,7 @@ def gradual(
     min_keep: int = 1,
     exclude: Sequence[str] = (),
     optimizer: torch.optim.Optimizer | None = None,
+    seed: int = 0,
     **options: Any,
 ) -> GradualSparsifier:
     """A `GradualSparsifier` that prunes ``model`` while you train it in your own loop.
@@ -226,7 +227,8 @@ def gradual(
     Call ``sparsifier.step()`` after every ``optimizer.step()``: from ``start_step`` to ``end_step``
     the masks follow Zhu & Gupta's cubic schedule up to ``sparsity`` (updated every ``every`` steps),
     then they are frozen. Pass your ``optimizer`` so removed weights and their momentum stay exactly
-    zero. ``options`` are the method's own (``skip_first``, ``skip_last``, ``fallback``, …; validated).
+    zero. ``seed`` seeds a random scorer's draws (one per update, `gradual_sparsifier.update_seed`).
+    ``options`` are the method's own (``skip_first``, ``skip_last``, ``fallback``, …; validated).
     Mutates ``model`` (masks become parametrizations); ``sparsifier.state_dict()`` /
     ``load_state_dict`` resume it. Example::
 
@@ -255,4 +257,5 @@ def gradual(
         end_step=end_step,
         every=every,
         optimizer=optimizer,
+        seed=seed,
     )

@@ -150,6 +150,7 @@ class GradualMethod(Method[GradualOptions]):
         every: int,
         masks: MaskStore | None = None,
         optimizer: Any = None,
+        seed: int = 0,
     ) -> GradualSparsifier:
         """A `GradualSparsifier` over explicit steps (the Python API's `secateurs.gradual`)."""
         schedule = CubicSchedule(
@@ -164,6 +165,7 @@ class GradualMethod(Method[GradualOptions]):
             scorer=options.scorer,
             masks=masks,
             optimizer=optimizer,
+            seed=seed,
         )
 
     def check(self, model: nn.Module, config: PruneConfig, options: GradualOptions, context: PruneContext) -> None:

@@ -74,6 +74,12 @@ def assign_granularities(
     return assigned
 
 
+def update_seed(seed: int, step: int) -> int:
+    """The scorer's seed at mask update ``step`` of a run seeded ``seed`` (a random scorer draws anew at
+    every update, differently for every run seed; seed 0 keeps the step itself)."""
+    return seed * 1_000_003 + step
+
+
 class GradualSparsifier:
     """Gradual magnitude pruning of ``names`` in ``model`` on ``schedule`` (see the module docstring).
 
@@ -96,6 +102,7 @@ class GradualSparsifier:
         masks: MaskStore | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         step: int = 0,
+        seed: int = 0,
     ) -> None:
         if not granularities:
             raise UsageError("a gradual sparsifier needs at least one weight to prune")
@@ -113,6 +120,7 @@ class GradualSparsifier:
         if optimizer is not None:
             self.masks.bind_optimizer(optimizer)
         self.step_count = step
+        self.seed = seed
         self.history: list[dict[str, Any]] = []
         if step == 0 and schedule.is_update_step(0):
             self.update_(0)
@@ -143,7 +151,8 @@ class GradualSparsifier:
         """Recompute every mask for the schedule's target at ``step`` (removed entries stay removed)."""
         target = self.schedule.sparsity(step)
         names = list(self.granularities)
-        scores = self.scorer.score(self.model, names, ScoreContext(generator=torch.Generator().manual_seed(step)))
+        generator = torch.Generator().manual_seed(update_seed(self.seed, step))  # host: same draws on every device
+        scores = self.scorer.score(self.model, names, ScoreContext(generator=generator))
         alive = {name: self.masks.get(name) for name in names}
         chosen: dict[str, torch.Tensor] = {}
         for granularity, members in self._by_granularity().items():
@@ -305,6 +314,7 @@ class GradualCallback(Callback):
             scorer=self.scorer,
             masks=self.masks,
             step=trainer.step,
+            seed=trainer.seed,
         )
         if self._pending is not None:
             self.sparsifier.load_state_dict(self._pending)

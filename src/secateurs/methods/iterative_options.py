@@ -38,6 +38,10 @@ class IterativeOptions(BaseModel):
     ticket when the given model is untrained)."""
     warmup_epochs: float = Field(0.0, ge=0)
     """Dense training by the method before the first round (counted in its cost)."""
+    dense_cycle: bool = False
+    """Before the first prune, one retraining cycle of the dense network under the round's budget and
+    stopping rule ("iteration 0" of InfCoP's released loop, METHODS.md §3.5; counted in the epochs).
+    The rewind point stays the model before it; round 1 prunes the weights it leaves."""
     rewind_batchnorm: bool = False
     """Also rewind BatchNorm γ and every buffer (running statistics); by default only weights and biases
     (incl. β) are rewound, as in the released InfCoP code."""
@@ -69,6 +73,8 @@ class ImpOptions(IterativeOptions):
 
 
 class InfcopOptions(IterativeOptions):
+    dense_cycle: bool = True
+    """InfCoP runs "iteration 0" by default, as the paper's code does (`IterativeOptions.dense_cycle`)."""
     epsilon: float = Field(0.05, gt=0)
     """Stop a round's retraining when ‖φ − φ_ref‖₂ < ε (relative: ‖φ − φ_ref‖₂ / ‖φ_ref‖₂ < ε)."""
     relative: bool = False

@@ -209,17 +209,22 @@ class IterativeRun:
         return stopping, monitors
 
     def _round(self, round_index: int) -> bool:
-        """Run one round; False when SAP has nothing left to remove (the sparsity cap is reached)."""
-        fraction = self._prune(round_index)
-        if self.options.rule == "sap" and fraction == 0.0:
+        """Run one round; False when SAP has nothing left to remove (the sparsity cap is reached).
+
+        Round 0 is the dense cycle (``dense_cycle``): no pruning and no rewind, only the retraining.
+        """
+        fraction = self._prune(round_index) if round_index > 0 else 0.0
+        if round_index > 0 and self.options.rule == "sap" and fraction == 0.0:
             log.info("round %d: SAP removes nothing more (cap %g reached); stopping", round_index, self.config.sparsity)
             return False
-        rewind_(self.model, self.rewind_point, self.masks, everything=self.options.rewind_batchnorm)
+        if round_index > 0:
+            rewind_(self.model, self.rewind_point, self.masks, everything=self.options.rewind_batchnorm)
         stopping, monitors = self._callbacks()
         budget = budget_epochs(self.splits, self.plan.budget)
         epochs = self.method.round_epochs(self.options, round_index, budget)
         config = self.plan.budget if epochs == budget else self.plan.budget.with_(epochs=epochs)
-        trainer = self._trainer(config, round_index, [c for c in [stopping, *monitors] if c is not None])
+        seed_index = round_index if round_index > 0 else self.options.rounds + 1  # round 0's seed is the warm-up's
+        trainer = self._trainer(config, seed_index, [c for c in [stopping, *monitors] if c is not None])
         summary = trainer.fit()
         self.masks.unbind_optimizers()
         check_seconds = stopping.seconds if stopping is not None else 0.0
@@ -281,6 +286,10 @@ class IterativeRun:
         started = time.perf_counter()
         if not self._restore():
             self._warm_up_and_reference()
+            self._save()
+        if self.options.dense_cycle and not self.state.get("dense_cycle_done", False):
+            self._round(0)
+            self.state["dense_cycle_done"] = True
             self._save()
         for round_index in range(int(self.state["round"]) + 1, self.options.rounds + 1):
             if not self._round(round_index):

@@ -306,3 +306,19 @@ def test_trainer_resume_mid_schedule_gives_the_same_masks_and_weights(tmp_path: 
 
 def test_window_granularity_lookup_is_shared() -> None:
     assert granularity("window") is granularity("window")
+
+
+def test_a_random_scorer_draws_per_run_seed_and_repeats_for_one_seed() -> None:
+    def masks(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 30), nn.ReLU(), nn.Linear(30, 5))
+        sparsifier = sec.gradual(
+            model, "gmp", sparsity=0.5, start_step=0, end_step=4, every=2, scorer="random", seed=seed
+        )
+        for _ in range(4):
+            sparsifier.step()
+        return {name: mask.clone() for name, mask in sparsifier.masks.items()}
+
+    first, again, other = masks(1), masks(1), masks(2)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert any(not torch.equal(first[name], other[name]) for name in first)

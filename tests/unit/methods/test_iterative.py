@@ -134,9 +134,10 @@ def test_the_flow_free_control_shortens_every_round_but_the_last(splits: Splits)
 
 def test_infcop_with_a_loose_epsilon_stops_at_the_first_check(splits: Splits) -> None:
     outcome = run("infcop-if", splits, sparsity=0.5, rounds=2, epsilon=10.0, check_every=0.5, flow_subset=60)
-    assert [h["stop_reason"] for h in outcome.history] == ["flow", "flow"]
-    assert [h["epochs"] for h in outcome.history] == [0.5, 0.5]
-    assert outcome.train_epochs == 1.0
+    assert [h["round"] for h in outcome.history] == [0, 1, 2]  # round 0: the dense cycle ("iteration 0")
+    assert [h["stop_reason"] for h in outcome.history] == ["flow", "flow", "flow"]
+    assert [h["epochs"] for h in outcome.history] == [0.5, 0.5, 0.5]
+    assert outcome.train_epochs == 1.5
     assert outcome.info["flow_check_seconds"] > 0
     assert outcome.info["cost_epoch_equivalents"] > 1.0
     assert len(outcome.history[0]["checks"]) == 1
@@ -152,6 +153,7 @@ def test_infcop_gf_without_the_accuracy_rule_and_a_tiny_epsilon_uses_the_budget(
         stop_on_accuracy=False,
         check_every=0.5,
         flow_subset=60,
+        dense_cycle=False,
     )
     assert [h["stop_reason"] for h in outcome.history] == ["budget", "budget"]
     assert outcome.train_epochs == 2.0
@@ -286,8 +288,8 @@ def test_the_python_api_runs_infcop_on_a_model_of_ones_own(splits: Splits) -> No
         epsilon=100.0,
         flow_subset=40,
     )
-    assert [h["stop_reason"] for h in result.history] == ["flow", "flow"]
-    assert result.train_epochs == 1.0  # two rounds stopped after the first 0.5-epoch check
+    assert [h["stop_reason"] for h in result.history] == ["flow", "flow", "flow"]
+    assert result.train_epochs == 1.5  # the dense cycle and two rounds, each stopped at its first 0.5-epoch check
     assert result.masks is not None and result.masks.sparsity() == pytest.approx(0.75, abs=2e-3)
 
 
@@ -311,3 +313,32 @@ def test_rewind_point_is_before_or_after_the_methods_own_warm_up(
     assert outcome.train_epochs == 1.5  # the warm-up is part of the cost
     same = all(torch.equal(points[0][k], given[k]) for k in given)
     assert same is (rewind == "initial")
+
+
+def test_the_dense_cycle_trains_unpruned_once_before_round_one_and_keeps_the_rewind_point(
+    splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import secateurs.methods.iterative_run as engine
+
+    rewinds: list[dict[str, torch.Tensor]] = []
+    real = engine.rewind_
+
+    def recording(model: nn.Module, point: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> None:
+        rewinds.append({k: v.clone() for k, v in point.items()})
+        real(model, point, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "rewind_", recording)
+    model = mlp()
+    given = {name: value.clone() for name, value in model.state_dict().items()}
+    with_cycle = run("imp", splits, sparsity=0.5, rounds=2, model=model, dense_cycle=True)
+    dense, first = with_cycle.history[0], with_cycle.history[1]
+    assert (dense["round"], dense["prune_fraction"], dense["sparsity"]) == (0, 0.0, 0.0)
+    assert dense["epochs"] == BUDGET.epochs and with_cycle.train_epochs == 3 * BUDGET.epochs
+    assert len(rewinds) == 2  # rounds 1 and 2 rewind; the dense cycle does not
+    for name, value in rewinds[0].items():  # to the given weights (no warm-up), not to the dense cycle's
+        assert torch.equal(value, given[name])
+    without = run("imp", splits, sparsity=0.5, rounds=2)
+    assert [h["round"] for h in without.history] == [1, 2]
+    assert first["sparsity"] == pytest.approx(without.history[0]["sparsity"])
+    assert METHODS.get("infcop-if").parse_options({}).dense_cycle is True  # the paper's loop
+    assert METHODS.get("imp").parse_options({}).dense_cycle is False  # classic IMP
