@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
-	$(PIP) install -q -c constraints.txt --no-deps timm torchvision
+	$(PIP) install -q -c constraints.txt --no-deps timm torchvision pyhessian
 	$(PIP) install -q -c constraints.txt huggingface_hub
 	touch $@
 
