@@ -35,7 +35,7 @@ from secateurs.config import PruneConfig, TrainConfig
 from secateurs.errors import ConfigError, UsageError
 from secateurs.methods.base import Method, PruneContext, PruneOutcome, register_method
 from secateurs.methods.iterative_options import ImpOptions, IterativeOptions, resolve_rate
-from secateurs.methods.iterative_run import IterativeRun, Plan
+from secateurs.methods.iterative_run import IterativeRun, RoundPlan
 from secateurs.scoring.flow import flow_layers, validation_probe
 from secateurs.sparsity.granularity import granularity as lookup_granularity
 from secateurs.sparsity.targets import prunable_names
@@ -101,7 +101,7 @@ class IterativeMagnitudeBase(Method[IterativeOptionsT]):
 
     def plan(
         self, model: nn.Module, config: PruneConfig, options: IterativeOptionsT, context: PruneContext
-    ) -> Plan:
+    ) -> RoundPlan:
         """Check everything that can be wrong before any training; `UsageError` naming it otherwise."""
         if context.splits is None or context.train_config is None:
             raise UsageError(
@@ -122,7 +122,7 @@ class IterativeMagnitudeBase(Method[IterativeOptionsT]):
         else:
             rate = resolve_rate(options, config.sparsity)
             lookup_granularity(config.granularity)
-        plan = Plan(names=names, budget=budget, rate=rate, scope=scope)
+        plan = RoundPlan(names=names, budget=budget, rate=rate, scope=scope)
         if self.uses_flows(options):
             plan.flow_layers = flow_layers(model, prunable_names(model))
             plan.probe = validation_probe(

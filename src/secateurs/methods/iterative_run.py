@@ -1,9 +1,10 @@
 """The round loop of the iterative methods: prune → rewind → retrain, with flow checks and bookkeeping.
 
-`IterativeRun` executes one `Plan` that `IterativeMagnitudeBase.plan` validated (methods/
-iterative_magnitude.py, which documents the method); it records per round the epochs trained, why
-training stopped, the flow-check seconds, validation and test accuracy and the sparsity, and it saves
-its state after every round so an interrupted run resumes (methods/iterative_state.py).
+`IterativeRun` executes one `RoundPlan` (the rounds' inputs, not a plan.json) that
+`IterativeMagnitudeBase.plan` validated (methods/iterative_magnitude.py, which documents the
+method); it records per round the epochs trained, why training stopped, the flow-check seconds,
+validation and test accuracy and the sparsity, and it saves its state after every round so an
+interrupted run resumes (methods/iterative_state.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Plan:
+class RoundPlan:
     """Everything `apply` validated before any training: the model's targets, budget and probe."""
 
     names: list[str]
@@ -67,7 +68,7 @@ class IterativeRun:
         config: PruneConfig,
         options: IterativeOptions,
         context: PruneContext,
-        plan: Plan,
+        plan: RoundPlan,
     ) -> None:
         self.method, self.model, self.config = method, model, config
         self.options, self.context, self.plan = options, context, plan
