@@ -50,3 +50,39 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- CLI helpers (shared)
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str, threads: int | None = None) -> tuple[int, str, str]:
+    """Run ``secateurs --quiet ARGV`` in-process; returns (exit code, stdout, stderr).
+
+    ``threads`` adds ``--threads N`` and restores torch's thread count afterwards.
+    """
+    from secateurs.cli import main
+
+    previous = torch.get_num_threads()
+    prefix = ["--quiet", *(["--threads", str(threads)] if threads is not None else [])]
+    try:
+        code = main([*prefix, *argv])
+    finally:
+        torch.set_num_threads(previous)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(code: int, err: str, *fragments: str) -> None:
+    """Exit code 2 and exactly one ``secateurs: error:`` line on stderr containing every fragment."""
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {err!r}"
+    assert lines[0].startswith("secateurs: error:") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+def assert_nothing_written(out: Path) -> None:
+    """Neither the run directory nor its hidden staging directory exists."""
+    from secateurs.runs.directory import partial_dir
+
+    assert not out.exists()
+    assert not partial_dir(out).exists()

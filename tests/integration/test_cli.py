@@ -11,31 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import assert_clean_error, assert_nothing_written, run_cli
 from secateurs.cli import main
 from secateurs.data.files import write_idx
 from secateurs.io.files import load_tensors
-from secateurs.runs.directory import is_run_dir, load_run, partial_dir
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--quiet", *argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_clean_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line, got: {err!r}"
-    assert lines[0].startswith("secateurs: error:")
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-
-
-def assert_nothing_written(out: Path) -> None:
-    assert not out.exists()
-    assert not partial_dir(out).exists()
+from secateurs.runs.directory import is_run_dir, load_run
 
 
 @pytest.fixture(scope="module")

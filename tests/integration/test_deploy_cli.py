@@ -19,7 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from secateurs.cli import main
+from conftest import assert_clean_error, run_cli
 from secateurs.deploy.csr_file import load_csr_model
 from secateurs.deploy.export_onnx import INPUT_NAME, onnxruntime_session
 from secateurs.errors import RunDirError
@@ -40,21 +40,6 @@ PREPROCESSING = {
     "scale": "x / 255, then (x - mean) / std per channel",
 }
 QUICK = ["--batch", "1", "4", "--repeats", "2", "--warmup", "0", "--threads", "1"]
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--quiet", *argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_clean_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line, got: {err!r}"
-    assert lines[0].startswith("secateurs: error:") and "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
 def write_run(

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import run_cli as shared_run_cli
 from secateurs.analysis.layer_targets import weighted_sparsity
 from secateurs.cli import main
 
@@ -31,13 +32,7 @@ def dense_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    threads = torch.get_num_threads()
-    try:
-        code = main(["--quiet", "--threads", "1", *argv])
-    finally:
-        torch.set_num_threads(threads)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return shared_run_cli(capsys, *argv, threads=1)
 
 
 def test_sensitivity_writes_table_plot_and_targets(

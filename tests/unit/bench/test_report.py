@@ -12,27 +12,13 @@ from typing import Any
 import pytest
 from report_fixtures import SUITE, accuracy, cell_row, dense_row, write_bench_dir
 
+from conftest import assert_clean_error, run_cli
 from secateurs.bench.html import Page, Table, render
 from secateurs.bench.plots import SMALL, PlotStyle
 from secateurs.bench.report import PLOT_NAMES, Report, ReportOptions, write_report
-from secateurs.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = PlotStyle(dpi=30, panel_width=4.0, panel_height=3.0)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--quiet", *argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_clean_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("secateurs: error:"), err
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
 @pytest.fixture(scope="module")
