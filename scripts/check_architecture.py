@@ -70,13 +70,14 @@ class Import:
     type_checking: bool
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(SOURCE.parent).with_suffix("").parts
+def module_name(path: Path, source: Path = SOURCE) -> str:
+    parts = path.relative_to(source.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted(SOURCE.rglob("*.py"))}
+def modules(source: Path = SOURCE) -> dict[str, Path]:
+    """Every module of the package at ``source`` (a ``secateurs`` directory), by dotted name."""
+    return {module_name(path, source): path for path in sorted(source.rglob("*.py"))}
 
 
 def package_of(module: str) -> str:
@@ -148,8 +149,9 @@ def layer_of(package: str) -> int:
     raise KeyError(package)
 
 
-def violations() -> list[str]:
-    known = modules()
+def violations(source: Path = SOURCE) -> list[str]:
+    """Every violation of the contract in the package at ``source``, one line each (empty: none)."""
+    known = modules(source)
     problems: list[str] = []
     graph: dict[str, set[str]] = defaultdict(set)
     where: dict[tuple[str, str], str] = {}
@@ -161,7 +163,7 @@ def violations() -> list[str]:
             problems.append(f"{path}: package {package!r} is in no layer of scripts/check_architecture.py")
             continue
         for item in imports(module, path, known):
-            location = f"{path.relative_to(SOURCE.parents[1])}:{item.line}"
+            location = f"{path.relative_to(source.parents[1])}:{item.line}"
             target = package_of(item.imported)
             if item.imported == module or (target == "secateurs" and item.imported == "secateurs"):
                 pass

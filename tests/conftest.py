@@ -27,8 +27,11 @@ def stub_torchvision_registrations() -> None:
 stub_torchvision_registrations()  # before any test module imports timm (directly or through secateurs)
 
 
-def _load_benchmark(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+SCRIPTS = BENCHMARKS.parent / "scripts"
+
+
+def _load_benchmark(name: str, folder: Path = BENCHMARKS) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
@@ -40,6 +43,12 @@ def _load_benchmark(name: str) -> ModuleType:
 def load_benchmark() -> Callable[[str], ModuleType]:
     """Import the script ``benchmarks/NAME.py`` as a module (for its table and report functions)."""
     return _load_benchmark
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """Import the script ``scripts/NAME.py`` as a module."""
+    return lambda name: _load_benchmark(name, SCRIPTS)
 
 
 @pytest.fixture
