@@ -321,7 +321,7 @@ def _factory_of(name: str, module: Any, factory: str, where: str) -> Callable[..
         hint = f"; close matches: {', '.join(close)}" if close else ""
         raise UsageError(f"model {name!r}: {where} has no {factory!r}{hint}")
     if not callable(function):
-        raise UsageError(f"model {name!r}: {factory!r} in {where} is a {type(function).__name__}, not a factory")
+        raise UsageError(f"model {name!r}: {factory!r} in {where} is not callable ({type(function).__name__})")
     return function
 
 
