@@ -299,7 +299,7 @@ def _check_weights_fit(path: Path, spec: ModelSpec, pruned: bool, skeleton: nn.M
     """
     if skeleton is None:
         with torch.device("meta"):
-            skeleton = build_model(spec.name, _shape(spec), spec.num_classes)
+            skeleton = build_model(spec.name, _shape(spec), spec.num_classes, args=spec.args)
     expected = {name: tuple(value.shape) for name, value in plain_state_dict(skeleton).items()}
     found = tensor_shapes(path / MODEL_FILE)
     where = path / MODEL_FILE

@@ -138,10 +138,13 @@ def test_masked_equivalent_refuses_what_has_no_plan_and_plans_of_another_model()
     with pytest.raises(UsageError, match="the result of 'magnitude' has no structured plan; its model is already"):
         sec.masked_equivalent(masked)
     plan = sec.prune(user_net(), "l2-filter", 0.4, example_inputs=x[:2]).plan
-    with pytest.raises(UsageError, match="needs the plan .* and a batch to trace the model with"):
+    with pytest.raises(UsageError, match=r"needs the plan .* and a batch to trace the model with"):
         sec.masked_equivalent(user_net(), plan)
     other = build_model("resnet8", (3, 12, 12), 5)
-    with pytest.raises(StructureError, match="plan step 0: '[a-z]+' is not the root of a channel group of this model \\(roots: classifier, "):
+    with pytest.raises(
+        StructureError,
+        match=r"plan step 0: '[a-z]+' is not the root of a channel group of this model \(roots: classifier, ",
+    ):
         sec.masked_equivalent(other, plan, example_inputs=x[:2])
 
 
@@ -175,7 +178,7 @@ def test_export_refuses_a_result_without_a_path_and_bad_options(tmp_path: Path) 
     result = sec.prune(user_net(), "magnitude", 0.5, example_inputs=inputs()[:2])
     with pytest.raises(UsageError, match="a PruneResult has no run directory to write beside; pass path="):
         sec.export(result, "packed")
-    with pytest.raises(ConfigError, match="export format 'packed' options: .*colour"):
+    with pytest.raises(ConfigError, match=r"export format 'packed' options: .*colour"):
         sec.export(result, "packed", tmp_path / "p", colour="red")
     with pytest.raises(UsageError, match="unknown export format 'zip'"):
         sec.export(result, "zip", tmp_path / "p")

@@ -112,7 +112,9 @@ def test_a_timm_argument_the_architecture_does_not_take_names_the_call() -> None
 def test_a_model_file_factory_gets_the_data_shapes_its_signature_names(tmp_path: Path) -> None:
     path = write_model_file(tmp_path / "models")
     built = resolve_model(ModelReference(f"{path}:make", {"width": 4}), SHAPE, 5)
-    assert built.provenance == Provenance(file=str(path.resolve()), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    assert built.provenance == Provenance(
+        file=str(path.resolve()), sha256=hashlib.sha256(path.read_bytes()).hexdigest()
+    )
     first = built.module[0]
     assert isinstance(first, nn.Conv2d) and (first.in_channels, first.out_channels) == (3, 4)
     assert built.module[-1].out_features == 5 and type(built.module[-1]).__name__ == "Head"
@@ -148,7 +150,9 @@ def test_a_recorded_model_file_that_moved_is_looked_for_where_it_was_named(tmp_p
     built = resolve_model(ModelReference("models/user_net.py:make", recorded=recorded), SHAPE, 3)
     assert built.provenance.sha256 == recorded.sha256  # same bytes, found at the path as written
     (tmp_path / "new" / "models" / "user_net.py").unlink()
-    with pytest.raises(UsageError, match=f"the model file is gone: neither {old} \\(recorded\\) nor models/user_net.py"):
+    with pytest.raises(
+        UsageError, match=f"the model file is gone: neither {old} \\(recorded\\) nor models/user_net.py"
+    ):
         resolve_model(ModelReference("models/user_net.py:make", recorded=recorded), SHAPE, 3)
 
 
@@ -176,7 +180,9 @@ def test_outputs_of_the_wrong_width_and_failing_forwards_are_refused(tmp_path: P
     path = write_model_file(tmp_path)
     with pytest.raises(UsageError, match="returned a tensor of shape \\(2, 4\\) for a batch of 2; expected \\(2, 3\\)"):
         build_model(f"{path}:make", SHAPE, 3, args={"num_classes": 4})
-    with pytest.raises(UsageError, match="its forward pass on an example batch of shape \\(2, 3, 32, 32\\) failed: RuntimeError"):
+    with pytest.raises(
+        UsageError, match="its forward pass on an example batch of shape \\(2, 3, 32, 32\\) failed: RuntimeError"
+    ):
         build_model(f"{path}:two_heads", (3, 32, 32), 3)  # a Linear sized for 64×64 inputs
 
 
@@ -185,20 +191,20 @@ def test_a_missing_model_file_and_a_file_that_fails_to_run(tmp_path: Path) -> No
         build_model(f"{tmp_path}/absent.py:make", SHAPE, 3)
     broken = tmp_path / "broken.py"
     broken.write_text("import not_a_module_anywhere\n")
-    with pytest.raises(UsageError, match="running .*broken.py failed: ModuleNotFoundError: No module named"):
+    with pytest.raises(UsageError, match=r"running .*broken.py failed: ModuleNotFoundError: No module named"):
         build_model(f"{broken}:make", SHAPE, 3)
 
 
 def test_model_args_must_be_json_values(tmp_path: Path) -> None:
     path = write_model_file(tmp_path)
-    with pytest.raises(UsageError, match="model arg width=.* is not a JSON value"):
+    with pytest.raises(UsageError, match=r"model arg width=.* is not a JSON value"):
         build_model(f"{path}:make", SHAPE, 3, args={"width": object()})
     with pytest.raises(UsageError, match="model arg 'not a name' is not a keyword name"):
         build_model(f"{path}:make", SHAPE, 3, args={"not a name": 1})
 
 
 # ----------------------------------------------------------------------------------- python: modules
-PACKAGE = '''
+PACKAGE = """
 from torch import nn
 
 
@@ -206,7 +212,7 @@ def build(num_classes, input_shape, hidden=16):
     channels, height, width = input_shape
     return nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, hidden), nn.ReLU(),
                          nn.Linear(hidden, num_classes))
-'''
+"""
 
 
 def test_python_factories_from_an_importable_module(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -219,15 +225,26 @@ def test_python_factories_from_an_importable_module(tmp_path: Path, monkeypatch)
     assert built.provenance == Provenance()
     assert [layer.out_features for layer in built.module if isinstance(layer, nn.Linear)] == [5, 3]
     check_model("python:user_pkg_external.nets:build")
-    with pytest.raises(UsageError, match="module user_pkg_external.nets has no 'bulid'; close matches: build"):
+    with pytest.raises(UsageError, match=r"module user_pkg_external.nets has no 'bulid'; close matches: build"):
         check_model("python:user_pkg_external.nets:bulid")
 
 
 def test_a_python_module_that_is_missing_or_fails_to_import(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(UsageError, match="no module named 'absent_pkg.nets' \\(is it installed, or its directory"):
+    with pytest.raises(UsageError, match=r"no module named 'absent_pkg.nets' \(is it installed, or its directory"):
         build_model("python:absent_pkg.nets:build", SHAPE, 3)
     (tmp_path / "user_broken_module.py").write_text("raise RuntimeError('broken on import')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "user_broken_module", raising=False)
     with pytest.raises(UsageError, match="importing user_broken_module failed: RuntimeError: broken on import"):
         build_model("python:user_broken_module:build", SHAPE, 3)
+
+
+def test_timm_models_without_timm_name_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from secateurs.runtime.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # what an environment without timm imports
+    with pytest.raises(MissingExtra) as caught:
+        build_model("timm:resnet18", SHAPE, 10)
+    assert (
+        str(caught.value) == "--model timm:resnet18 needs timm, which is not installed: pip install 'secateurs[timm]'"
+    )

@@ -129,7 +129,10 @@ def test_a_model_file_trains_prunes_and_is_rebuilt_through_its_recorded_hash(
     error = refused(["eval", str(pruned)], capsys)
     assert f"cannot rebuild its model: {path.resolve()} changed since the run was made" in error
     assert f"sha256 {digest[:12]}… recorded" in error and "--allow-changed-model" in error
-    assert eval_json(pruned, capsys, "--allow-changed-model")["measured"]["params"] == run_json(pruned)["metrics"]["params"]
+    assert (
+        eval_json(pruned, capsys, "--allow-changed-model")["measured"]["params"]
+        == run_json(pruned)["metrics"]["params"]
+    )
     again = tmp_path / "again"
     argv = ["prune", "--from", str(pruned), *PRUNE, *data, "--allow-changed-model", "--out", str(again)]
     assert main(argv) == 0
@@ -153,7 +156,7 @@ def test_a_model_file_trains_prunes_and_is_rebuilt_through_its_recorded_hash(
     assert not (tmp_path / "never").exists() and not (tmp_path / ".never.partial").exists()
 
 
-PACKAGE = '''
+PACKAGE = """
 from torch import nn
 
 
@@ -161,7 +164,7 @@ def build(num_classes, input_shape, hidden=16):
     channels, height, width = input_shape
     return nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, hidden), nn.ReLU(),
                          nn.Linear(hidden, num_classes))
-'''
+"""
 
 
 def test_a_python_module_reference_that_no_longer_resolves(
@@ -181,7 +184,9 @@ def test_a_python_module_reference_that_no_longer_resolves(
     monkeypatch.delitem(sys.modules, "user_cli_pkg")
     sys.path.remove(str(tmp_path))
     error = refused(["eval", str(dense)], capsys)
-    assert "cannot rebuild its model: model 'python:user_cli_pkg.nets:build': no module named 'user_cli_pkg.nets'" in error
+    assert (
+        "cannot rebuild its model: model 'python:user_cli_pkg.nets:build': no module named 'user_cli_pkg.nets'" in error
+    )
 
 
 @pytest.mark.parametrize(
@@ -210,7 +215,9 @@ def test_malformed_model_args_are_refused(tmp_path: Path, data: list[str], capsy
     path = write_model_file(tmp_path)
     base = ["train", "--model", f"{path}:make", *data, *TRAIN, "--out", str(tmp_path / "run")]
     assert "--model-arg expects KEY=VALUE" in refused([*base, "--model-arg", "width"], capsys)
-    assert "--model-arg width is given twice" in refused([*base, "--model-arg", "width=2", "--model-arg", "width=3"], capsys)
+    assert "--model-arg width is given twice" in refused(
+        [*base, "--model-arg", "width=2", "--model-arg", "width=3"], capsys
+    )
     error = refused(["train", "--model", "lenet5", "--model-arg", "width=2", *data, *TRAIN, "--out", "x"], capsys)
     assert "'lenet5' is a zoo model and takes no model args" in error
     assert not (tmp_path / "run").exists()
