@@ -17,10 +17,13 @@ __version__ = "0.1.0"
 
 _API = (
     "PruneResult",
+    "RunOptions",
     "evaluate",
     "evaluate_run",
+    "export",
     "gradual",
     "load",
+    "masked_equivalent",
     "prune",
     "prune_run",
     "run_recipe",
@@ -30,6 +33,7 @@ _API = (
 )
 _EXPORTS = {
     **{name: "secateurs.api" for name in _API},
+    "DataConfig": "secateurs.config",
     "MaskStore": "secateurs.sparsity.masks",
     "PruneConfig": "secateurs.config",
     "TrainConfig": "secateurs.config",

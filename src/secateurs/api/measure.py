@@ -14,7 +14,7 @@ from secateurs.latency.timing import measure_latency
 from secateurs.metrics.accuracy import evaluate
 from secateurs.metrics.counts import SizeReport, size_report
 from secateurs.metrics.robustness import AttackConfig, PixelSpace, robust_accuracy
-from secateurs.models import build_model
+from secateurs.models import ModelReference, build_model
 from secateurs.runs.record import Metrics
 from secateurs.sparsity.masks import baked_copy
 from secateurs.training.loop import has_conv
@@ -109,7 +109,8 @@ def robustness_metrics(
     }
 
 
-def reference_size(model_name: str, splits: Splits) -> SizeReport:
-    """Size of the unpruned registry model: the reference every sparsity is measured against."""
+def reference_size(model: str | ModelReference, splits: Splits) -> SizeReport:
+    """Size of the unpruned model ``model`` (a zoo name or a `ModelReference`): the reference every
+    sparsity is measured against."""
     shape = splits.dataset.input_shape
-    return size_report(build_model(model_name, shape, splits.dataset.num_classes), shape)
+    return size_report(build_model(model, shape, splits.dataset.num_classes), shape)

@@ -42,6 +42,8 @@ class PruneResult:
     ``masks`` for masked methods, ``plan`` (a `Plan`, what plan.json stores) for physically pruned
     ones; ``info`` and ``history`` are the method's own report (run.json's ``method_info`` and
     ``history.method``); ``score_seconds`` the scoring time, ``seconds`` the whole pruning time.
+    ``source`` is, for a physically pruned result, the model as given to `prune` (a reference, not a
+    copy: structured methods leave it unchanged), from which `masked_equivalent` builds the twin.
     """
 
     model: nn.Module
@@ -56,6 +58,7 @@ class PruneResult:
     score_seconds: float = 0.0
     seconds: float = 0.0
     train_epochs: float = 0.0
+    source: nn.Module | None = field(default=None, repr=False)
 
     def report(self) -> str:
         """A plain-text table: params, non-zeros, MACs and the three sparsities, dense vs pruned."""
@@ -203,6 +206,7 @@ def prune(
         score_seconds=outcome.score_seconds,
         seconds=seconds,
         train_epochs=outcome.train_epochs,
+        source=model if outcome.plan is not None and outcome.model is not model else None,
     )
 
 

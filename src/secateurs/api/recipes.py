@@ -44,7 +44,10 @@ def run_recipe(
                     out=dense_dir, overwrite=overwrite, progress=progress, measure=measure, invocation=invocation
                 ),
                 splits=splits,
-                recipe=recipe.model_dump(mode="json", by_alias=True),
+                recipe=recipe.model_dump(
+                    mode="json", by_alias=True, exclude=set() if recipe.model_args else {"model_args"}
+                ),
+                model_args=recipe.model_args,
             )
         )
         source, out = dense_dir, root / "pruned"

@@ -43,7 +43,7 @@ from secateurs.data.types import Splits
 from secateurs.methods import Method
 from secateurs.metrics.counts import SizeReport
 from secateurs.runs.directory import RUN_LOG
-from secateurs.runs.record import Metrics, RunConfig, RunRecord, Timings
+from secateurs.runs.record import Metrics, ModelSpec, RunConfig, RunRecord, Timings
 
 log = logging.getLogger(RUN_LOG)
 
@@ -115,6 +115,18 @@ def data_section(splits: Splits) -> str:
     if dataset.augment != "none":
         details.append(f"augmentation: {dataset.augment} (training batches only)")
     return section("data", summary, details)
+
+
+def model_label(spec: ModelSpec) -> str:
+    """The model's name, with an external model's args and what identifies it (timm version, file, sha256)."""
+    parts = []
+    if spec.args:
+        parts.append("args " + ", ".join(f"{key}={value!r}" for key, value in spec.args.items()))
+    if spec.timm_version is not None:
+        parts.append(f"timm {spec.timm_version}")
+    if spec.file is not None:
+        parts.append(f"file {spec.file}, sha256 {spec.sha256}")
+    return f"{spec.name} ({'; '.join(parts)})" if parts else spec.name
 
 
 def model_section(name: str, size: SizeReport, parent: RunRecord | None = None, parent_path: str | None = None) -> str:

@@ -1,17 +1,19 @@
 """Run-directory workflows shared by the CLI, recipes and the bench runner.
 
-`train_run` trains a registry model from scratch; `prune_run` prunes a finished run and fine-tunes
-it; `evaluate_run` re-measures a finished run. Each writes (or reads) one run directory as described
-in ARCHITECTURE.md: `train_run` and `prune_run` return its run.json as a `RunRecord`, and tell the run
-in its log.txt (`secateurs.api.runlog`: the command, the resolved config, data and model, what the
-method did, the metrics before and after fine-tuning, the timings and the files written).
+`train_run` trains a zoo or external model (`secateurs.models.external`) from scratch; `prune_run`
+prunes a finished run and fine-tunes it; `evaluate_run` re-measures a finished run. Each writes (or
+reads) one run directory as described in ARCHITECTURE.md: `train_run` and `prune_run` return its
+run.json as a `RunRecord`, and tell the run in its log.txt (`secateurs.api.runlog`: the command, the
+resolved config, data and model, what the method did, the metrics before and after fine-tuning, the
+timings and the files written).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from torch import nn
 from secateurs.api import runlog
 from secateurs.api.measure import accuracy_metrics, calibration_batches, measure_model, reference_size
 from secateurs.api.pruning import PruneResult, prune
-from secateurs.api.training import build_initialized
+from secateurs.api.training import resolve_initialized
 from secateurs.config import CalibrationConfig, DataConfig, MeasureConfig, PruneConfig, TrainConfig
 from secateurs.data.loader import BatchLoader, Normalization
 from secateurs.data.registry import load_data
@@ -31,7 +33,8 @@ from secateurs.errors import RunDirError, UsageError
 from secateurs.methods import METHODS
 from secateurs.methods.gradual import GradualMethod, gradual_info
 from secateurs.metrics.counts import size_report
-from secateurs.runs.directory import LoadedRun, load_run, recorded_normalization
+from secateurs.models import ModelReference, Provenance, as_reference
+from secateurs.runs.directory import LoadedRun, load_run, recorded_normalization, spec_of
 from secateurs.runs.distributed import writing_run_on
 from secateurs.runs.record import (
     History,
@@ -69,10 +72,11 @@ def load_splits(data: DataConfig) -> Splits:
     return split_validation(load_data(data), data.split, data.split_seed)
 
 
-def model_spec(name: str, splits: Splits) -> ModelSpec:
-    """What `load_run` rebuilds for a registry model trained on ``splits``."""
+def model_spec(name: str | ModelReference, splits: Splits, built: Provenance | None = None) -> ModelSpec:
+    """What `load_run` rebuilds for the model ``name`` (with its args) trained on ``splits``, built with
+    provenance ``built`` (an external model's file hash or timm version)."""
     dataset = splits.dataset
-    return ModelSpec(name=name, input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
+    return spec_of(as_reference(name), built or Provenance(), dataset.input_shape, dataset.num_classes)
 
 
 def preprocessing(splits: Splits) -> Preprocessing:
@@ -99,7 +103,7 @@ def split_record(splits: Splits) -> SplitRecord | None:
 
 
 def train_run(
-    model_name: str,
+    model_name: str | ModelReference,
     data: DataConfig,
     train: TrainConfig,
     *,
@@ -109,14 +113,23 @@ def train_run(
     callbacks: Sequence[Callback] = (),
     recipe: dict[str, Any] | None = None,
     gradual: PruneConfig | None = None,
+    model_args: Mapping[str, Any] | None = None,
 ) -> RunRecord:
     """Train ``model_name`` from scratch into the run directory ``options.out``; returns its record.
 
-    With ``gradual`` (a gradual method's config, e.g. campfire) the method prunes while the model
-    trains: its callback and mask store join the trainer and the run saves masks.safetensors.
-    ``recipe`` (the recipe that asked for the run, as resolved) is recorded as is. Under torchrun the
-    ranks train data-parallel and rank 0 alone writes (and measures) the run.
+    ``model_name`` is a zoo name, an external reference (``timm:NAME``, ``python:module:factory``,
+    ``FILE.py:factory``) or a `ModelReference`; ``model_args`` go to an external model's factory. The
+    model is built (and an external one checked) before anything is written; run.json's ``model``
+    records the reference, its args and provenance so `load_run` rebuilds it. With ``gradual`` (a
+    gradual method's config, e.g. campfire) the method prunes while the model trains: its callback and
+    mask store join the trainer and the run saves masks.safetensors. ``recipe`` (the recipe that asked
+    for the run, as resolved) is recorded as is. Under torchrun the ranks train data-parallel and
+    rank 0 alone writes (and measures) the run.
     """
+    reference = as_reference(model_name)
+    if model_args is not None:
+        reference = dataclasses.replace(reference, args=dict(model_args))
+    name = reference.name
     splits = splits or load_splits(data)
     started = time.perf_counter()
     method = _gradual_method(gradual)
@@ -124,20 +137,20 @@ def train_run(
     config = RunConfig.model_validate(
         {
             "data": data.model_dump(mode="json"),
-            "model": model_name,
+            "model": name,
+            "model_args": dict(reference.args) or None,
             "train": train.model_dump(mode="json"),
             "method": gradual.model_dump(mode="json") if gradual is not None else None,
         }
     )
+    built = resolve_initialized(reference, splits, train.init, seed)
+    model, spec = built.module, model_spec(reference, splits, built.provenance)
     with writing_run_on(world, options.out, overwrite=options.overwrite, resume=options.resume) as stage:
-        runlog.emit(
-            runlog.command_section(_invocation(options, f"train_run({model_name!r}, out={str(options.out)!r})"))
-        )
+        runlog.emit(runlog.command_section(_invocation(options, f"train_run({name!r}, out={str(options.out)!r})")))
         runlog.emit(runlog.config_section(config))
         runlog.emit(runlog.data_section(splits))
-        model = build_initialized(model_name, splits, train.init, seed)
         dense = size_report(model, splits.dataset.input_shape)
-        runlog.emit(runlog.model_section(model_name, dense))
+        runlog.emit(runlog.model_section(runlog.model_label(spec), dense))
         pruning = None
         if method is not None and gradual is not None:
             pruning = method.callback(model, gradual, method.parse_options(gradual.options))
@@ -181,7 +194,7 @@ def train_run(
             parent=None,
             seed=seed,
             config=config,
-            model=model_spec(model_name, splits),
+            model=spec,
             preprocessing=preprocessing(splits),
             split=split_record(splits),
             metrics=metrics,
@@ -236,7 +249,7 @@ class PrunedModel:
 
 def prune_and_finetune(
     model: nn.Module,
-    model_name: str,
+    model_name: str | ModelReference,
     splits: Splits,
     config: PruneConfig,
     finetune: TrainConfig | None,
@@ -249,6 +262,9 @@ def prune_and_finetune(
     resume: bool = False,
 ) -> PrunedModel:
     """Prune ``model`` (mutated; a structured method may return a new module), fine-tune, measure.
+
+    ``model_name`` (a zoo name or a `ModelReference`) builds the unpruned model every sparsity is
+    measured against.
 
     Methods that train while they prune (iterative, gradual) receive ``finetune`` as their training
     budget instead of a separate fine-tuning phase. Under torchrun the masks (or plan) are made
@@ -341,18 +357,22 @@ def prune_run(
     calibration: CalibrationConfig | None = None,
     data_dir: str | None = None,
     splits: Splits | None = None,
+    allow_changed_model: bool = False,
 ) -> RunRecord:
     """Prune the finished run ``source``, fine-tune, measure, and write the run directory ``options.out``.
 
-    Returns the new run's record; ``source`` is only read.
+    Returns the new run's record; ``source`` is only read. An external model is rebuilt from its
+    recorded reference (`load_run`; ``allow_changed_model`` accepts a model file whose hash changed,
+    the new run then records the new hash).
     """
     calibration = calibration or CalibrationConfig()
     started = time.perf_counter()
     METHODS.get(config.method).parse_options(config.options)  # fail on bad options before any work
-    parent = load_run(Path(source))
+    parent = load_run(Path(source), allow_changed_model=allow_changed_model)
     data = _data_of(parent, data_dir)
     splits = splits or load_splits(data)
-    spec = parent.record.model
+    reference = rebuilt_reference(parent)
+    spec = spec_of(reference, parent.provenance, parent.record.model.input_shape, parent.record.model.num_classes)
     if tuple(spec.input_shape) != splits.dataset.input_shape:
         raise RunDirError(
             f"{source} was trained on inputs {tuple(spec.input_shape)}, the data has {splits.dataset.input_shape}"
@@ -361,6 +381,7 @@ def prune_run(
         {
             "data": data.model_dump(mode="json"),
             "model": spec.name,
+            "model_args": spec.args,
             "method": config.model_dump(mode="json"),
             "finetune": finetune.model_dump(mode="json") if finetune is not None else None,
             "calibration": calibration.model_dump(mode="json"),
@@ -374,10 +395,10 @@ def prune_run(
         runlog.emit(runlog.config_section(run_config))
         runlog.emit(runlog.data_section(splits))
         parent_size = size_report(parent.model, splits.dataset.input_shape)
-        runlog.emit(runlog.model_section(spec.name, parent_size, parent.record, str(source)))
+        runlog.emit(runlog.model_section(runlog.model_label(spec), parent_size, parent.record, str(source)))
         result = prune_and_finetune(
             parent.model,
-            spec.name,
+            reference,
             splits,
             config,
             finetune,
@@ -433,13 +454,25 @@ def _take(batches: BatchLoader, count: int) -> list[tuple[torch.Tensor, torch.Te
     return taken
 
 
-def evaluate_run(path: Path, *, data_dir: str | None = None, latency: bool = False) -> Metrics:
-    """Reload a finished run and re-measure it on its own preprocessing; nothing is written."""
-    run = load_run(Path(path))
+def rebuilt_reference(run: LoadedRun) -> ModelReference:
+    """The `ModelReference` of ``run``'s unpruned model, pinned to its provenance as `load_run` rebuilt it
+    (so building it again checks against the file that was just loaded, not the recorded one)."""
+    spec = run.record.model
+    return ModelReference(spec.name, dict(spec.args or {}), run.provenance)
+
+
+def evaluate_run(
+    path: Path, *, data_dir: str | None = None, latency: bool = False, allow_changed_model: bool = False
+) -> Metrics:
+    """Reload a finished run and re-measure it on its own preprocessing; nothing is written.
+
+    ``allow_changed_model``: rebuild an external model whose file changed since the run (`load_run`).
+    """
+    run = load_run(Path(path), allow_changed_model=allow_changed_model)
     data = _data_of(run, data_dir)
     normalization = recorded_normalization(run)
     splits = load_splits(data)
     if run.input_shape != splits.dataset.input_shape:
         raise RunDirError(f"{path} was trained on inputs {run.input_shape}, the data has {splits.dataset.input_shape}")
-    reference = reference_size(run.record.model.name, splits)
+    reference = reference_size(rebuilt_reference(run), splits)
     return measure_model(run.model, splits, normalization, dense=reference, measure=MeasureConfig(latency=latency))

@@ -1,4 +1,4 @@
-"""Training a model in place, and building a registry model deterministically from a seed."""
+"""Training a model in place, and building a zoo or external model deterministically from a seed."""
 
 from __future__ import annotations
 
@@ -12,18 +12,28 @@ from secateurs.config import TrainConfig
 from secateurs.data.types import Splits
 from secateurs.metrics.accuracy import Evaluation
 from secateurs.metrics.accuracy import evaluate as evaluate_batches
-from secateurs.models import build_model
+from secateurs.models import BuiltModel, ModelReference, resolve_model
 from secateurs.sparsity.masks import MaskStore
 from secateurs.training.loop import Callback, Trainer, TrainSummary
 from secateurs.training.optim import initialize_
 
 
-def build_initialized(name: str, splits: Splits, init: str, seed: int) -> nn.Module:
-    """The registry model for ``splits``' shapes, initialised deterministically from ``seed``."""
+def build_initialized(name: str | ModelReference, splits: Splits, init: str, seed: int) -> nn.Module:
+    """The model ``name`` (a zoo name or a `ModelReference`) for ``splits``' shapes, initialised
+    deterministically from ``seed`` (`resolve_initialized`'s module)."""
+    return resolve_initialized(name, splits, init, seed).module
+
+
+def resolve_initialized(name: str | ModelReference, splits: Splits, init: str, seed: int) -> BuiltModel:
+    """`build_initialized` with the model's provenance (what run.json records about an external model).
+
+    Seeds the global generator with ``seed`` before building (the model's own initialisation), then
+    applies ``init`` from a generator seeded with ``seed``.
+    """
     torch.manual_seed(seed)
-    model = build_model(name, splits.dataset.input_shape, splits.dataset.num_classes)
-    initialize_(model, init, torch.Generator().manual_seed(seed))
-    return model
+    built = resolve_model(name, splits.dataset.input_shape, splits.dataset.num_classes)
+    initialize_(built.module, init, torch.Generator().manual_seed(seed))
+    return built
 
 
 def train(

@@ -32,16 +32,16 @@ log = logging.getLogger(__name__)
 
 
 def dense_dir(out: Path, model: ModelEntry, seed: int) -> Path:
-    return safe_child(out / "dense", f"{model.name}-seed{seed}", "model name")
+    return safe_child(out / "dense", f"{model.row_name}-seed{seed}", "model name")
 
 
 def ensure_dense(suite: Suite, out: Path, model: ModelEntry, seed: int, splits: Splits, progress: bool) -> Path:
     """The finished dense run for (model, seed): reused if present, trained (or resumed) otherwise."""
     path = dense_dir(out, model, seed)
     if not is_run_dir(path):
-        log.info("training dense %s (seed %d)", model.name, seed)
+        log.info("training dense %s (seed %d)", model.row_name, seed)
         train_run(
-            model.name,
+            model.reference,
             suite.data,
             model.train,
             seed=seed,
@@ -50,7 +50,7 @@ def ensure_dense(suite: Suite, out: Path, model: ModelEntry, seed: int, splits: 
                 resume=True,
                 progress=progress,
                 measure=suite.measure,
-                invocation=f"bench suite {suite.name!r}: the dense {model.name}, seed {seed}",
+                invocation=f"bench suite {suite.name!r}: the dense {model.row_name}, seed {seed}",
             ),
             splits=splits,
         )
@@ -68,7 +68,7 @@ def check_cells(suite: Suite, splits: Splits, where: str | None = None) -> None:
     example = torch.zeros(1, *splits.dataset.input_shape)
     for entry in suite.models:
         with torch.random.fork_rng():  # the dense runs seed themselves; leave the global generator as it was
-            model = build_model(entry.name, splits.dataset.input_shape, splits.dataset.num_classes)
+            model = build_model(entry.reference, splits.dataset.input_shape, splits.dataset.num_classes)
         for method in suite.methods:
             implementation = METHODS.get(method.name)
             levels = method_levels(suite, method)
@@ -89,7 +89,7 @@ def check_cells(suite: Suite, splits: Splits, where: str | None = None) -> None:
                     context,
                 )
             except UsageError as error:
-                raise ConfigError(f"{where or f'suite {suite.name!r}'}: model {entry.name!r}: {error}") from None
+                raise ConfigError(f"{where or f'suite {suite.name!r}'}: model {entry.row_name!r}: {error}") from None
 
 
 def dense_row(suite: Suite, model: ModelEntry, seed: int, path: Path) -> ResultRow:
@@ -97,9 +97,9 @@ def dense_row(suite: Suite, model: ModelEntry, seed: int, path: Path) -> ResultR
     record = read_run(path)
     metrics = record.metrics
     return ResultRow(
-        key=f"{model.name}|dense|0|{seed}",
+        key=f"{model.row_name}|dense|0|{seed}",
         suite=suite.name,
-        model=model.name,
+        model=model.row_name,
         method="dense",
         label="dense",
         sparsity=0.0,
@@ -124,7 +124,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     finetune = training_budget(suite, cell.model, cell.method)
     start = parent.model
     if cell.method.start == "init":  # the dense run's own starting weights (same seed, same init)
-        start = build_initialized(cell.model.name, splits, cell.model.train.init, cell.seed)
+        start = build_initialized(cell.model.reference, splits, cell.model.train.init, cell.seed)
     measure = suite.measure
     if cell.method.bn_recalibrate is not None:
         measure = measure.model_copy(update={"bn_recalibrate": cell.method.bn_recalibrate})
@@ -134,7 +134,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     resumed = work.is_dir() and any(work.iterdir())
     result = prune_and_finetune(
         start,
-        cell.model.name,
+        cell.model.reference,
         splits,
         prune,
         finetune,
@@ -154,7 +154,7 @@ def run_cell(suite: Suite, out: Path, cell: Cell, splits: Splits, progress: bool
     row = ResultRow(
         key=cell.key,
         suite=suite.name,
-        model=cell.model.name,
+        model=cell.model.row_name,
         method=cell.method.name,
         label=cell.method.row_name,
         sparsity=cell.sparsity,
@@ -187,6 +187,7 @@ def keep_run(path: Path, suite: Suite, cell: Cell, parent: LoadedRun, result: Pr
         {
             "data": suite.data.model_dump(mode="json"),
             "model": cell.model.name,
+            "model_args": cell.model.args or None,
             "method": row.config,
             "finetune": finetune.model_dump(mode="json") if finetune is not None else None,
             "calibration": suite.calibration.model_dump(mode="json"),

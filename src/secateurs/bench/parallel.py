@@ -267,7 +267,7 @@ def run_parallel(
             if is_run_dir(path):
                 dense_ready(index, seed, path)
             else:
-                pool.submit("dense", (index, seed), f"dense {suite.models[index].name} (seed {seed})")
+                pool.submit("dense", (index, seed), f"dense {suite.models[index].row_name} (seed {seed})")
         bar.set_description(f"{options.jobs} jobs")
         while pool.pending:
             task, value = pool.next_result()

@@ -13,6 +13,11 @@ Example (``suites/smoke.yaml``)::
     sparsities: [0.5, 0.9]
     finetune: {epochs: 0.5, lr: 0.01}
 
+A model entry names a zoo model or an external reference (``timm:NAME``, ``python:module:factory``,
+``path/to/file.py:factory``) with ``args`` for its factory, and an optional ``label``: the name its
+rows, cell keys and dense run directories use (default: the name, with every character other than
+letters, digits, ``.``, ``_`` and ``-`` turned into ``-``: ``timm:resnet18`` → ``timm-resnet18``).
+
 A method entry is a `PruneConfig` without ``sparsity`` plus an optional ``label`` (the row name; the
 method name by default) — the same method can appear twice with different options. A method entry may
 also carry its own ``sparsities`` (e.g. structured methods at parameter targets), replacing the
@@ -31,6 +36,7 @@ target (the realised one is in ``metrics.sparsity_prunable``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,16 +59,33 @@ from secateurs.config import (
 from secateurs.errors import ConfigError, UsageError
 from secateurs.io.paths import check_name
 from secateurs.methods import METHODS
-from secateurs.models import model_entry
+from secateurs.models import ModelReference, check_model
+
+UNSAFE_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
+    """A zoo model or an external reference (timm:NAME, python:package.module:factory, FILE.py:factory)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Keywords for an external model's factory."""
+    label: str | None = None
+    """The name of this model's rows, cell keys and dense runs (default: derived from ``name``)."""
     train: TrainConfig = TrainConfig()
     finetune: TrainConfig | None = None
     """Overrides the suite's ``finetune`` for this model."""
+
+    @property
+    def row_name(self) -> str:
+        """``label``, else ``name`` with every run of characters unsafe in a file name turned into ``-``."""
+        return self.label or UNSAFE_LABEL.sub("-", self.name).strip("-.") or "model"
+
+    @property
+    def reference(self) -> ModelReference:
+        """What builds this entry's model (`secateurs.models.build_model`)."""
+        return ModelReference(self.name, dict(self.args))
 
 
 class MethodEntry(BaseModel):
@@ -129,6 +152,10 @@ class Suite(BaseModel):
     def _check(self) -> Suite:
         if not self.seeds or not self.models or not self.methods:
             raise ValueError("a suite needs at least one seed, one model and one method")
+        rows = [m.row_name for m in self.models]
+        repeated = sorted({row for row in rows if rows.count(row) > 1})
+        if repeated:
+            raise ValueError(f"model labels must be unique; repeated: {', '.join(repeated)} (add 'label')")
         labels = [m.row_name for m in self.methods]
         duplicated = sorted({label for label in labels if labels.count(label) > 1})
         if duplicated:
@@ -165,7 +192,7 @@ class Cell:
     @property
     def key(self) -> str:
         level = f"r{self.rounds}" if self.rounds is not None else f"{self.sparsity:g}"
-        return f"{self.model.name}|{self.method.row_name}|{level}|{self.seed}"
+        return f"{self.model.row_name}|{self.method.row_name}|{level}|{self.seed}"
 
     def prune_config(self) -> PruneConfig:
         if self.rounds is None:
@@ -205,8 +232,12 @@ def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
     for key, value in parse_overrides(overrides):
         set_path(tree, key, value)
     suite: Suite = validate(Suite, tree, f"suite {path}")
-    for model in suite.models:  # fail on unknown models and unsafe cell names before any training
-        model_entry(model.name)
+    for model in suite.models:  # fail on unknown models, bad references and unsafe names before any training
+        try:
+            check_model(model.reference)
+        except UsageError as error:
+            raise ConfigError(f"suite {path}: {error}") from None
+        check_name(model.row_name, "model label")
     if suite.keep_runs:
         for cell in cells(suite):
             check_name(cell.key.replace("|", "_"), "cell name")
@@ -217,7 +248,7 @@ def load_suite(path: Path, overrides: Sequence[str] = ()) -> Suite:
             try:
                 implementation.check_budget(options, training_budget(suite, model, method))
             except UsageError as error:
-                raise ConfigError(f"suite {path}: model {model.name!r}: {error}") from None
+                raise ConfigError(f"suite {path}: model {model.row_name!r}: {error}") from None
         for sparsity, rates, rounds in method_levels(suite, method):
             try:
                 implementation.check_config(method.prune_config(sparsity, rates, rounds or 1))

@@ -23,6 +23,55 @@ def key_values(items: Sequence[str] | None) -> dict[str, Any]:
     return dict(parse_overrides(items or []))
 
 
+def model_args(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--model-arg KEY=VALUE`` pairs → ``{KEY: VALUE}`` (values parsed as YAML scalars: ``img_size=64`` is 64).
+
+    A pair without ``=``, an empty or non-identifier key, or a key given twice is a `UsageError`.
+    """
+    import yaml
+
+    from secateurs.errors import UsageError
+
+    parsed: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--model-arg expects KEY=VALUE with a keyword as KEY (e.g. drop_rate=0.1), got {item!r}")
+        if key in parsed:
+            raise UsageError(f"--model-arg {key} is given twice")
+        try:
+            parsed[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            parsed[key] = raw
+    return parsed
+
+
+def add_model(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--model`` (a zoo name or an external reference) and its repeatable ``--model-arg``."""
+    parser.add_argument(
+        "--model",
+        required=required,
+        help="a zoo model (secateurs list models), timm:NAME, python:package.module:factory or path/to/file.py:factory",
+    )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a keyword for an external model's factory (repeatable; e.g. img_size=64, drop_rate=0.1)",
+    )
+
+
+def add_allow_changed(parser: argparse.ArgumentParser) -> None:
+    """``--allow-changed-model``: rebuild a run whose model file changed since it was made."""
+    parser.add_argument(
+        "--allow-changed-model",
+        action="store_true",
+        help="use a model file (FILE.py:factory) whose sha256 differs from the one the run recorded; "
+        "its weights must still fit",
+    )
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 

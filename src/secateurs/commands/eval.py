@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from secateurs.commands.common import summary
+from secateurs.commands.common import add_allow_changed, summary
 
 ORDER = 30
 
@@ -16,7 +16,9 @@ def handle(args: argparse.Namespace) -> int:
     from secateurs.runs.directory import read_run
 
     record = read_run(Path(args.run))
-    metrics = evaluate_run(Path(args.run), data_dir=args.data_dir, latency=args.latency)
+    metrics = evaluate_run(
+        Path(args.run), data_dir=args.data_dir, latency=args.latency, allow_changed_model=args.allow_changed_model
+    )
     if args.json:
         report = {"run": str(args.run), "recorded": record.metrics.to_json(), "measured": metrics.to_json()}
         print(json.dumps(report, indent=2))
@@ -31,4 +33,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print recorded and measured metrics as JSON")
     parser.add_argument("--latency", action="store_true", help="also measure latency")
     parser.add_argument("--data-dir")
+    add_allow_changed(parser)
     parser.set_defaults(handler=handle)

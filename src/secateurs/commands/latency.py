@@ -10,6 +10,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from secateurs.commands.common import add_allow_changed
+
 ORDER = 35
 
 
@@ -57,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
         **({} if args.density_threshold is None else {"density_threshold": args.density_threshold}),
     )
     validate_options(options)
-    run = load_run(Path(args.run))
+    run = load_run(Path(args.run), allow_changed_model=args.allow_changed_model)
     result = measure_in_runtime(runtime.name, run.model, run.input_shape, options)
     entry = {
         **result,
@@ -92,4 +94,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per batch size first (5)")
     parser.add_argument("--density-threshold", type=float, help="csr: layers below this density run as CSR (0.2)")
     parser.add_argument("--json", action="store_true", help="print the recorded entry as JSON")
+    add_allow_changed(parser)
     parser.set_defaults(handler=handle)

@@ -19,7 +19,25 @@ def handle(args: argparse.Namespace) -> int:
         print(f"\nchannel criteria are used by the structured methods (secateurs list methods): {used}")
     if args.what == "datasets":
         print(DATASETS_NOTE)
+    if args.what == "models":
+        from secateurs.runtime.extras import available, install_hint
+
+        timm = "installed" if available("timm") else f"not installed: {install_hint('timm')}"
+        print(MODELS_NOTE.format(timm=timm))
     return 0
+
+
+MODELS_NOTE = """
+external models, wherever a model name is accepted (--model, a recipe's model:, a suite's models):
+  timm:NAME                       a timm architecture, random init, never downloaded (timm {timm});
+                                  num_classes and in_chans come from the data
+  python:package.module:factory   factory(**model args) from an importable module
+  path/to/file.py:factory         factory(**model args) from a Python file (its sha256 is recorded)
+  --model-arg KEY=VALUE (repeatable; recipes: model_args, suites: args) passes keywords to the
+  factory; a factory also gets num_classes, in_channels, image_size, input_shape from the data when
+  its signature names them. Its output must be one (batch, classes) tensor.
+  eval, export, latency and prune --from rebuild the model from what run.json records;
+  --allow-changed-model accepts a model file whose hash changed (its weights must still fit)."""
 
 
 DATASETS_NOTE = """

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from secateurs.commands.common import add_output, add_training, key_values, run_options, summary, train_config
+from secateurs.commands.common import (
+    add_allow_changed,
+    add_output,
+    add_training,
+    key_values,
+    run_options,
+    summary,
+    train_config,
+)
 
 ORDER = 20
 
@@ -43,6 +51,7 @@ def handle(args: argparse.Namespace) -> int:
         options=run_options(args),
         calibration=CalibrationConfig(size=args.calibration),
         data_dir=args.data_dir,
+        allow_changed_model=args.allow_changed_model,
     )
     print(summary(info))
     return 0
@@ -108,6 +117,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--bn-recalibrate", action="store_true", help="re-estimate BatchNorm statistics after pruning")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning")
     parser.add_argument("--train-subset", type=int, help="fine-tune on only the first N training images")
+    add_allow_changed(parser)
     add_output(parser)
     add_training(parser, "finetune_")
     parser.set_defaults(handler=handle)

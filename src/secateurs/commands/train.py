@@ -1,4 +1,7 @@
-"""``secateurs train``: train a zoo model from scratch into a run directory.
+"""``secateurs train``: train a zoo or external model from scratch into a run directory.
+
+``--model`` takes a zoo name or an external reference (``timm:NAME``, ``python:package.module:factory``,
+``path/to/file.py:factory``) with ``--model-arg KEY=VALUE`` for its factory (`secateurs.models.external`).
 
 With ``--method`` (a gradual method such as ``campfire`` or ``gmp``) and ``--sparsity`` the model is
 pruned gradually while it trains, e.g. ``secateurs train --model cnn-bn5 --epochs 12 --method campfire
@@ -11,10 +14,12 @@ import argparse
 
 from secateurs.commands.common import (
     add_data,
+    add_model,
     add_output,
     add_training,
     data_config,
     key_values,
+    model_args,
     run_options,
     summary,
     train_config,
@@ -52,14 +57,17 @@ def handle(args: argparse.Namespace) -> int:
         seed=args.seed,
         options=run_options(args),
         gradual=gradual,
+        model_args=model_args(args.model_arg),
     )
     print(summary(info))
     return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("train", help="train a model from the zoo (optionally pruning it gradually)")
-    parser.add_argument("--model", required=True, help="a registered model (secateurs list models)")
+    parser = commands.add_parser(
+        "train", help="train a zoo or external model (timm:, python:, FILE.py:), optionally pruning it gradually"
+    )
+    add_model(parser)
     add_data(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     parser.add_argument("--init", choices=("default", "xavier-normal", "kaiming-normal"))

@@ -8,17 +8,19 @@ Example::
     name: lenet5-magnitude
     seed: 0
     data: {name: fashion-mnist}
-    model: lenet5
+    model: lenet5          # or timm:NAME, python:package.module:factory, path/to/file.py:factory
     train: {epochs: 5, lr: 0.05}
     method: {name: magnitude, sparsity: 0.9, scope: global}
     finetune: {epochs: 1, lr: 0.01}
+
+An external ``model`` takes keywords for its factory in ``model_args`` (``model_args: {img_size: 64}``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -85,6 +87,8 @@ class Recipe(BaseModel):
     seed: Seed = 0
     data: DataConfig = DataConfig()
     model: str | None = None
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    """Keywords for an external model's factory (`secateurs.models.external`); a zoo model takes none."""
     train: TrainConfig | None = None
     source: str | None = Field(None, alias="from")
     method: PruneConfig | None = None
@@ -100,6 +104,8 @@ class Recipe(BaseModel):
             raise ValueError("'from' and 'train' exclude each other: the run given by 'from' is the dense model")
         if self.source is not None and self.method is None:
             raise ValueError("a recipe with 'from' needs a 'method' section")
+        if self.model_args and self.model is None:
+            raise ValueError("'model_args' go with 'model' (the run given by 'from' records its own)")
         return self
 
 

@@ -11,8 +11,9 @@ Layout (format ``secateurs-csr/1``)::
 The safetensors metadata holds one key, ``secateurs``, a JSON header: the format tag, the architecture
 (``model``: registry name, input shape, classes; ``plan``: the physical-pruning plan or null), the
 preprocessing, the density threshold and, per CSR layer, its kind, shape, non-zeros and (for convs)
-geometry. `load_csr_model` rebuilds the architecture (registry model + plan replay, or a factory the
-caller passes), swaps the CSR layers in and loads the dense tensors strictly.
+geometry. `load_csr_model` rebuilds the architecture (the zoo model or external reference the header
+records, then the plan replayed; or a factory the caller passes), swaps the CSR layers in and loads
+the dense tensors strictly.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from secateurs.config import format_validation_error
 from secateurs.deploy.csr import CSRConv2d, CSRConversion, CSRLinear, conv_geometry
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import save_tensors
-from secateurs.models import build_model
+from secateurs.runs.directory import rebuild_model
+from secateurs.runs.record import ModelSpec
 from secateurs.structure.plan import replay_plan
 
 __all__ = ["CSR_FORMAT", "CSRFile", "csr_header", "load_csr_model", "save_csr_model"]
@@ -134,7 +138,9 @@ def _skeleton(path: Path, header: dict[str, Any], model_factory: Callable[[], nn
         model = model_factory()
     elif isinstance(spec, dict) and {"name", "input_shape", "num_classes"} <= set(spec):
         try:
-            model = build_model(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]))
+            model = rebuild_model(ModelSpec.model_validate(spec)).module  # a zoo model or an external reference
+        except ValidationError as error:
+            raise RunDirError(f"{path}: the header's model is malformed: {format_validation_error(error)}") from None
         except UsageError as error:
             raise RunDirError(f"{path}: cannot rebuild its model: {error}") from None
     else:

@@ -20,8 +20,8 @@ import math
 import os
 import platform
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from secateurs import __version__
 from secateurs.data.loader import Normalization
 from secateurs.errors import RunDirError, UsageError
 from secateurs.io.files import atomic_write_json, load_tensors, read_json, replace_dir, save_tensors, tensor_shapes
-from secateurs.models import build_model
+from secateurs.models import BuiltModel, ModelReference, Provenance, build_model, is_external, resolve_model
 from secateurs.runs.record import ModelSpec, RunRecord, Versions, parse_record
 from secateurs.sparsity.masks import MaskStore, load_plain_state_dict, plain_state_dict
 from secateurs.structure.plan import Plan, parse_plan, replay_plan
@@ -43,6 +43,8 @@ MASKS_FILE = "masks.safetensors"
 PLAN_FILE = "plan.json"
 LOG_FILE = "log.txt"
 CHECKPOINT_DIR = "checkpoint"
+log = logging.getLogger(__name__)
+
 RUN_LOG = "secateurs.run"
 """The logger of a run's narrative (the sections of log.txt); the CLI shows it on the console with --verbose."""
 MAX_PLAN_SHRINK = 1_000
@@ -246,73 +248,143 @@ def read_run(path: Path) -> RunRecord:
     return parse_record(read_json(path / RUN_FILE, RUN_FILE), str(path / RUN_FILE))
 
 
-def _check_weights_fit(path: Path, spec: ModelSpec, pruned: bool) -> None:
-    """Compare run.json's model with the weights file's header before allocating the model.
+def recorded_reference(spec: ModelSpec, *, allow_changed: bool = False) -> ModelReference:
+    """The `ModelReference` that rebuilds ``spec``'s model, checked on rebuild against what it recorded."""
+    recorded = Provenance(file=spec.file, sha256=spec.sha256, timm_version=spec.timm_version)
+    return ModelReference(spec.name, dict(spec.args or {}), recorded, allow_changed)
 
-    The registry model is built on the ``meta`` device (no memory): without a plan its tensors must
-    be exactly those of ``model.safetensors``; with one (a physically smaller model) the unpruned
-    model may be at most `MAX_PLAN_SHRINK` times larger. A crafted run.json thus cannot make
-    `load_run` allocate a model far larger than the files on disk.
+
+def spec_of(reference: ModelReference, built: Provenance, input_shape: Sequence[int], num_classes: int) -> ModelSpec:
+    """run.json's ``model`` for ``reference`` (its args) built with provenance ``built``."""
+    return ModelSpec(
+        name=reference.name,
+        input_shape=list(input_shape),
+        num_classes=num_classes,
+        args=dict(reference.args) or None,
+        file=built.file,
+        sha256=built.sha256,
+        timm_version=built.timm_version,
+    )
+
+
+def rebuild_model(spec: ModelSpec, *, allow_changed: bool = False) -> BuiltModel:
+    """A fresh, unpruned model of ``spec`` (zoo or external), its recorded provenance checked.
+
+    A `UsageError` when the reference no longer resolves or its file changed (unless ``allow_changed``).
+    A timm version other than the recorded one is a warning: the weights check decides.
     """
-    shape: Any = tuple(spec.input_shape)  # build_model names a shape its model cannot take
-    with torch.device("meta"):
-        skeleton = build_model(spec.name, shape, spec.num_classes)
+    built = resolve_model(recorded_reference(spec, allow_changed=allow_changed), _shape(spec), spec.num_classes)
+    if spec.timm_version is not None and built.provenance.timm_version != spec.timm_version:
+        log.warning(
+            "model %s was recorded with timm %s; timm %s is installed (the weights must still fit)",
+            spec.name,
+            spec.timm_version,
+            built.provenance.timm_version,
+        )
+    return built
+
+
+def _shape(spec: ModelSpec) -> Any:
+    return tuple(spec.input_shape)  # build_model names a shape its model cannot take
+
+
+def _check_weights_fit(path: Path, spec: ModelSpec, pruned: bool, skeleton: nn.Module | None = None) -> None:
+    """Compare run.json's model with the weights file's header before loading (or allocating) it.
+
+    A zoo model is built on the ``meta`` device (no memory) unless ``skeleton`` is given (an external
+    model, already built): without a plan its tensors must be exactly those of ``model.safetensors``;
+    with one (a physically smaller model) the unpruned model may be at most `MAX_PLAN_SHRINK` times
+    larger. A crafted run.json thus cannot make `load_run` allocate a zoo model far larger than the
+    files on disk.
+    """
+    if skeleton is None:
+        with torch.device("meta"):
+            skeleton = build_model(spec.name, _shape(spec), spec.num_classes, args=spec.args)
     expected = {name: tuple(value.shape) for name, value in plain_state_dict(skeleton).items()}
     found = tensor_shapes(path / MODEL_FILE)
     where = path / MODEL_FILE
+    described = _described(spec)
     if pruned:
         sizes = [sum(math.prod(shape) for shape in shapes.values()) for shapes in (expected, found)]
         if sizes[0] > MAX_PLAN_SHRINK * max(sizes[1], 1):
             raise RunDirError(
-                f"{where} holds {sizes[1]:,} values but run.json's model {spec.name} {tuple(spec.input_shape)} "
+                f"{where} holds {sizes[1]:,} values but run.json's model {described} {tuple(spec.input_shape)} "
                 f"has {sizes[0]:,}: more than {MAX_PLAN_SHRINK}x more than any plan could remove"
             )
         return
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
         detail = [f"missing {', '.join(missing[:4])}" if missing else "", f"unexpected {', '.join(unexpected[:4])}"]
-        raise RunDirError(f"{where} does not match the model: {'; '.join(part for part in detail if part.strip())}")
+        raise RunDirError(
+            f"{where} does not match the model {described}: {'; '.join(part for part in detail if part.strip())}"
+        )
     for name, shape in expected.items():
         if found[name] != shape:
             raise RunDirError(
-                f"{where} does not match the model: {name} has shape {found[name]}, the model expects {shape}"
+                f"{where} does not match the model {described}: {name} has shape {found[name]}, "
+                f"the model expects {shape}"
             )
+
+
+def _described(spec: ModelSpec) -> str:
+    """The model's name, with what identifies an external one (timm version, file hash) for messages."""
+    if spec.timm_version is not None:
+        return f"{spec.name} (recorded with timm {spec.timm_version})"
+    if spec.sha256 is not None:
+        return f"{spec.name} (recorded file sha256 {spec.sha256[:12]}…)"
+    return spec.name
 
 
 @dataclass
 class LoadedRun:
-    """A finished run rebuilt: its record, its model (weights loaded, eval mode), masks and plan."""
+    """A finished run rebuilt: its record, its model (weights loaded, eval mode), masks and plan.
+
+    ``provenance`` is that of the model as rebuilt (an external model's file hash and timm version now).
+    """
 
     path: Path
     record: RunRecord
     model: nn.Module
     masks: MaskStore | None
     plan: Plan | None
+    provenance: Provenance = field(default_factory=Provenance)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.record.input_shape
 
 
-def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -> LoadedRun:
+def load_run(
+    path: Path, model_factory: Callable[[], nn.Module] | None = None, *, allow_changed_model: bool = False
+) -> LoadedRun:
     """Rebuild the model of run ``path``: fresh model, plan replay, weights, masks.
 
-    ``model_factory`` builds the unpruned model (default: the registry entry recorded in run.json).
+    ``model_factory`` builds the unpruned model (default: what run.json's ``model`` names: a zoo
+    model, or an external reference rebuilt through `secateurs.models`, whose file must still have its
+    recorded hash unless ``allow_changed_model``). A reference that no longer resolves, or weights that
+    do not fit the rebuilt model, is a `RunDirError` naming the run. Nothing is written.
     """
     path = Path(path)
     record = read_run(path)
     spec = record.model
-    shape: Any = tuple(spec.input_shape)  # build_model names a shape its model cannot take
+    pruned = (path / PLAN_FILE).is_file()
+    provenance = Provenance()
     try:
-        if model_factory is None:
-            _check_weights_fit(path, spec, pruned=(path / PLAN_FILE).is_file())
-        model = model_factory() if model_factory else build_model(spec.name, shape, spec.num_classes)
+        if model_factory is not None:
+            model = model_factory()
+        elif is_external(spec.name):
+            built = rebuild_model(spec, allow_changed=allow_changed_model)
+            model, provenance = built.module, built.provenance
+            _check_weights_fit(path, spec, pruned, model)
+        else:
+            _check_weights_fit(path, spec, pruned)
+            model = rebuild_model(spec).module
     except RunDirError:
         raise
     except UsageError as error:
         raise RunDirError(f"{path}: cannot rebuild its model: {error}") from None
     plan = None
-    if (path / PLAN_FILE).is_file():
+    if pruned:
         plan = parse_plan(read_json(path / PLAN_FILE, PLAN_FILE))
         model = replay_plan(model, plan, torch.zeros(1, *spec.input_shape))
     masks = None
@@ -327,7 +399,7 @@ def load_run(path: Path, model_factory: Callable[[], nn.Module] | None = None) -
     if masks is not None:
         masks.enforce_()
     model.eval()
-    return LoadedRun(path=path, record=record, model=model, masks=masks, plan=plan)
+    return LoadedRun(path=path, record=record, model=model, masks=masks, plan=plan, provenance=provenance)
 
 
 def recorded_normalization(run: LoadedRun) -> Normalization:

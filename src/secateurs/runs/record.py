@@ -9,7 +9,9 @@ Every command that makes a model writes one `RunRecord` (`secateurs.runs.directo
     seed                    the seed of every stochastic step (None when the API was given none)
     config                  the resolved configuration: data, model, train | method, finetune,
                             calibration, measure
-    model                   name, input_shape, num_classes: what `load_run` rebuilds
+    model                   name (a zoo name or an external reference), input_shape, num_classes,
+                            and for external models args, file, sha256, timm_version: what
+                            `load_run` rebuilds
     preprocessing           dataset, input_shape, per-channel mean and std, the scaling rule
     dense                   the unpruned parent's accuracies, params and MACs (pruned runs)
     metrics                 `Metrics` of the final model
@@ -161,12 +163,23 @@ class Metrics(Sparse):
     robustness: Robustness | None = None
 
 
-class ModelSpec(Record):
-    """What `load_run` rebuilds: a registry name, the input shape of one example, the class count."""
+class ModelSpec(Sparse):
+    """What `load_run` rebuilds: a zoo name or an external reference, the input shape of one example,
+    the class count, and for external models what identifies them (`secateurs.models.external`).
+
+    ``args``: the model args the factory was called with (without the shapes taken from the data);
+    ``file`` and ``sha256``: a model file's absolute path and the hash of its bytes (``FILE.py:factory``);
+    ``timm_version``: the timm that built a ``timm:`` model. All optional (left out of the JSON when
+    None), so run.json files of schema 2 without them read unchanged.
+    """
 
     name: str
     input_shape: list[int] = Field(min_length=1, max_length=4)
     num_classes: int = Field(ge=1, le=MAX_CLASSES)
+    args: dict[str, Any] | None = None
+    file: str | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    timm_version: str | None = None
 
     @model_validator(mode="after")
     def _sizes(self) -> ModelSpec:
@@ -217,6 +230,7 @@ class RunConfig(Sparse):
 
     data: DataSection | None = None
     model: str | None = None
+    model_args: dict[str, Any] | None = None
     train: dict[str, Any] | None = None
     method: dict[str, Any] | None = None
     finetune: dict[str, Any] | None = None
