@@ -21,6 +21,11 @@ from safetensors.torch import load_file, save_file
 
 from secateurs.errors import RunDirError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
@@ -148,6 +153,26 @@ def tensor_shapes(path: Path, what: str = "weights file") -> dict[str, tuple[int
             return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise RunDirError(f"{what} {path} is not a valid safetensors file: {error}") from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing), waiting for other holders.
+
+    For caches that several processes of one suite fill: the second process waits while the first
+    computes, then reads what it wrote instead of computing it again. Where ``fcntl`` does not exist
+    (Windows) this holds nothing and the caller may compute twice, which is slower but correct.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

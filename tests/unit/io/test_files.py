@@ -50,3 +50,30 @@ def test_a_kill_between_the_two_renames_is_cleaned_up_next_time(tmp_path: Path) 
     replace_dir(make(tmp_path / ".run.partial", "new"), tmp_path / "run")
     assert (tmp_path / "run" / "run.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".runner.old-1", "run"]
+
+
+def test_exclusive_lock_makes_a_second_holder_wait(tmp_path):
+    import threading
+
+    from secateurs.io.files import exclusive_lock
+
+    lock = tmp_path / "cache" / "key.lock"
+    order: list[str] = []
+    first_holds, second_tried = threading.Event(), threading.Event()
+
+    def second() -> None:
+        first_holds.wait()
+        second_tried.set()
+        with exclusive_lock(lock):
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with exclusive_lock(lock):
+        first_holds.set()
+        second_tried.wait()
+        thread.join(timeout=0.2)  # cannot enter while the first holds the lock
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"]
+    assert lock.is_file()

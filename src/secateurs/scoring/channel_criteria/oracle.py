@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from secateurs.io.files import atomic_write_json, load_tensors, read_json, save_tensors
+from secateurs.io.files import atomic_write_json, exclusive_lock, load_tensors, read_json, save_tensors
 from secateurs.scoring.base import LossFn
 from secateurs.scoring.channel_criteria.base import ChannelContext, ChannelScores, register_channel_scorer
 from secateurs.structure.groups import ChannelGroup
@@ -113,13 +113,14 @@ def oracle_channel_scores(
     path = Path(directory) / f"{_cache_key(model, batches, context.loss_fn)}.safetensors"
     meta = path.with_suffix(".json")
     roots = [group.root for group in groups]
-    if path.is_file() and meta.is_file():
-        tensors = load_tensors(path, "oracle cache")
-        if all(root in tensors for root in roots):
-            record = read_json(meta, "oracle cache record")
-            return ChannelScores([tensors[root] for root in roots], {**record, "oracle_cache": "hit"})
-    scores, record = oracle_scores(model, groups, batches, context.loss_fn)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, dict(zip(roots, scores, strict=True)))
-    atomic_write_json(meta, record)
-    return ChannelScores(scores, {**record, "oracle_cache": "miss"})
+    with exclusive_lock(path.with_suffix(".lock")):  # a parallel cell waits, then hits
+        if path.is_file() and meta.is_file():
+            tensors = load_tensors(path, "oracle cache")
+            if all(root in tensors for root in roots):
+                record = read_json(meta, "oracle cache record")
+                return ChannelScores([tensors[root] for root in roots], {**record, "oracle_cache": "hit"})
+        scores, record = oracle_scores(model, groups, batches, context.loss_fn)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, dict(zip(roots, scores, strict=True)))
+        atomic_write_json(meta, record)
+        return ChannelScores(scores, {**record, "oracle_cache": "miss"})
