@@ -1,15 +1,15 @@
 """The HAP factorial (suites/hap-factorial.yaml): criterion × allocation policy × target, seeds and probe draws.
 
     PYTHONPATH=src python benchmarks/hap_factorial.py results/hap-factorial.jsonl
+    PYTHONPATH=src python benchmarks/hap_factorial.py results/hap-factorial.jsonl --emit-budget-suite suites/X.yaml
     PYTHONPATH=src python benchmarks/hap_factorial.py results/hap-factorial.jsonl \
         --budget results/hap-factorial-finetune.jsonl
-    PYTHONPATH=src python benchmarks/hap_factorial.py results/hap-factorial.jsonl --emit-budget-suite suites/X.yaml
 
-Prints, per parameter target:
+The grid measures the cut: test accuracy right after removing the channels, BatchNorm re-estimated,
+no fine-tuning (a grid row whose cell was also fine-tuned shows both). Prints, per parameter target:
 
-* **accuracy**: test accuracy right after the cut (BN re-estimated) and after the short fine-tuning,
-  mean ± standard deviation over every replicate of a cell (2 model seeds; × 3 Hutchinson probe
-  draws for the HAP criteria), one row per criterion, one column pair per policy;
+* **accuracy**: mean ± standard deviation over every replicate of a cell (2 model seeds; × 3
+  Hutchinson probe draws for the HAP criteria), one row per criterion, one column per policy;
 * **variance decomposition**: the spread of those accuracies split into criterion, allocation,
   their interaction (unweighted two-way decomposition of the cell means) and noise (the mean
   within-cell variance: seeds and probe draws), in accuracy points² and as shares of their sum;
@@ -19,9 +19,10 @@ Prints, per parameter target:
 * **cost**: the oracle's seconds per channel against the seconds of one HAP probe (one HVP), and the
   suite's cell time.
 
-``--emit-budget-suite`` writes the suite of the longer fine-tuning budget: for every criterion, the
-policy with the best mean *validation* accuracy after the short fine-tuning, at 70 % and 85 % (the test
-set is not used to choose). ``--budget`` adds that suite's results to the report.
+``--emit-budget-suite`` writes the fine-tuning suite: for every criterion, the policy with the best
+mean *validation* accuracy after the cut, at 70 % and 85 % (the test set is not used to choose),
+fine-tuned with the short budget (1 epoch over the first 10,000 training images; the first probe
+draw only for the HAP criteria). ``--budget`` adds that suite's results to the report.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def after_finetune(row: ResultRow) -> float | None:
     return row.metrics.test_accuracy
 
 
+def fine_tuned(rows: Iterable[ResultRow]) -> bool:
+    """Whether any pruned row was fine-tuned (the grid itself measures the cut: ``train_epochs`` 0)."""
+    return any((row.train_epochs or 0.0) > 0 for row in pruned(rows))
+
+
 def pruned(rows: Iterable[ResultRow]) -> list[ResultRow]:
     return [row for row in rows if not row.dense]
 
@@ -78,9 +84,10 @@ def points(values: Iterable[float | None]) -> list[float]:
 
 # ------------------------------------------------------------------------------------------ accuracy
 def accuracy_table(rows: Sequence[ResultRow], target: float) -> str:
-    """Criterion rows × policy columns of after-cut / after-fine-tuning test accuracy (%)."""
+    """Criterion rows × policy columns of test accuracy (%) after the cut (→ after fine-tuning, if any)."""
     grouped = cells(rows)
-    header = ["criterion (replicates)"] + [f"{p}: cut → fine-tuned %" for p in POLICIES]
+    tuned_too = fine_tuned(rows)
+    header = ["criterion (replicates)"] + [f"{p}: cut → fine-tuned %" if tuned_too else f"{p}: cut %" for p in POLICIES]
     body = []
     for name in CRITERIA:
         replicates = {len(grouped.get((target, name, p), [])) for p in POLICIES} - {0}
@@ -91,7 +98,7 @@ def accuracy_table(rows: Sequence[ResultRow], target: float) -> str:
             cell = grouped.get((target, name, name_policy), [])
             cut = format_mean_std(points(after_cut(r) for r in cell), spread="always")
             tuned = format_mean_std(points(after_finetune(r) for r in cell), spread="always")
-            line.append(f"{cut} → {tuned}" if cell else "–")
+            line.append(("–" if not cell else f"{cut} → {tuned}") if tuned_too else (cut if cell else "–"))
         body.append(line)
     return markdown_table(header, body)
 
@@ -134,7 +141,8 @@ def variance_table(rows: Sequence[ResultRow]) -> str:
     header = ["target", "accuracy", "criterion", "allocation", "interaction", "noise (seeds, probes)"]
     body = []
     for target in TARGETS:
-        for value, label in (("cut", "after the cut"), ("finetuned", "after fine-tuning")):
+        values = (("cut", "after the cut"), ("finetuned", "after fine-tuning"))[: 2 if fine_tuned(rows) else 1]
+        for value, label in values:
             parts = variance_components(rows, target, value)
             if not parts:
                 continue
@@ -233,7 +241,7 @@ def cost_lines(rows: Sequence[ResultRow]) -> list[str]:
 
 # ---------------------------------------------------------------------------------- the longer budget
 def best_policies(rows: Sequence[ResultRow], targets: Sequence[float] = (0.7, 0.85)) -> dict[float, dict[str, str]]:
-    """Per target and criterion, the policy with the best mean validation accuracy after fine-tuning."""
+    """Per target and criterion, the policy with the best mean validation accuracy after the cut."""
     grouped = cells(rows)
     best: dict[float, dict[str, str]] = {}
     for target in targets:
@@ -243,9 +251,9 @@ def best_policies(rows: Sequence[ResultRow], targets: Sequence[float] = (0.7, 0.
                 for p in POLICIES
                 if (
                     values := [
-                        r.metrics.val_accuracy
+                        r.metrics_before_finetune.val_accuracy
                         for r in grouped.get((target, name, p), [])
-                        if r.metrics.val_accuracy is not None
+                        if r.metrics_before_finetune.val_accuracy is not None
                     ]
                 )
             ]
@@ -255,15 +263,15 @@ def best_policies(rows: Sequence[ResultRow], targets: Sequence[float] = (0.7, 0.
 
 
 def budget_table(short: Sequence[ResultRow], long: Sequence[ResultRow]) -> str:
-    """Criterion × target: the chosen policy, accuracy after the short and after the long fine-tuning."""
+    """Criterion × target: the chosen policy, accuracy after the cut (the grid) and after fine-tuning."""
     long_cells = cells(long)
     short_cells = cells(short)
-    header = ["target", "criterion", "policy", "short fine-tuning %", "long fine-tuning %"]
+    header = ["target", "criterion", "policy", "after the cut %", "fine-tuned %"]
     body = []
     for (target, name, name_policy), replicates in sorted(
         long_cells.items(), key=lambda i: (i[0][0], CRITERIA.index(i[0][1]))
     ):
-        tuned = points(after_finetune(r) for r in short_cells.get((target, name, name_policy), []))
+        tuned = points(after_cut(r) for r in short_cells.get((target, name, name_policy), []))
         longer = points(after_finetune(r) for r in replicates)
         body.append(
             [
@@ -290,13 +298,13 @@ def budget_suite(rows: Sequence[ResultRow], source: str) -> str:
     """YAML of the longer-budget suite: the best policy per criterion at 70 % and 85 % (chosen on validation)."""
     lines = [
         "# Generated by benchmarks/hap_factorial.py --emit-budget-suite from " + source + ": for every criterion,",
-        "# the allocation policy with the best mean *validation* accuracy after the short fine-tuning, at 70 %",
-        "# and 85 % of parameters, fine-tuned 4 epochs. Cut for this 2-core machine: the 4 epochs run over the",
-        "# first 10,000 training images (as the short budget does), not the whole split.",
+        "# the allocation policy with the best mean *validation* accuracy after the cut, at 70 % and 85 % of",
+        "# parameters, fine-tuned with the short budget (1 epoch over the first 10,000 training images).",
+        "# Cut for this 2-core machine: the first probe draw only for the HAP criteria, no 4-epoch budget.",
         "#   secateurs --threads 1 bench suites/hap-factorial-finetune.yaml --jobs 2 --out runs/hap-factorial",
         "# (the same output directory: the dense models and the trace/oracle caches are reused).",
         "name: hap-factorial-finetune",
-        "description: the best policy per criterion at 70 % and 85 % of params, 4 fine-tuning epochs",
+        "description: the best policy per criterion at 70 % and 85 % of params, fine-tuned 1 epoch over 10k images",
         "data: {name: fashion-mnist, split: tail}",
         "seeds: [0, 1]",
         "models:",
@@ -306,13 +314,13 @@ def budget_suite(rows: Sequence[ResultRow], source: str) -> str:
     ]
     for target, chosen in best_policies(rows).items():
         for name, name_policy in chosen.items():
-            for index in (0, 1, 2) if name in ("hap", "hap-raw") else (None,):
+            for index in (0,) if name in ("hap", "hap-raw") else (None,):
                 suffix = f"-p{index}" if index is not None else ""
                 entry = f"name: {name}, scope: {name_policy}, label: {name}-{name_policy}{suffix}-{100 * target:.0f}"
                 lines.append(f"  - {{{entry}, sparsities: [{target}], options: {{{method_options(name, index)}}}}}")
     lines += [
         "sparsities: [0.7]",
-        "finetune: {epochs: 4, lr: 0.01, batch_size: 128, weight_decay: 5.0e-4, schedule: cosine, channels_last: true,"
+        "finetune: {epochs: 1, lr: 0.01, batch_size: 128, weight_decay: 5.0e-4, schedule: cosine, channels_last: true,"
         " train_subset: 10000}",
         "calibration: {size: 512, batch_size: 256}",
         "measure: {latency: false, bn_recalibrate: true}",
@@ -333,8 +341,8 @@ def report(rows: Sequence[ResultRow]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="?", default=Path("results/hap-factorial.jsonl"))
-    parser.add_argument("--budget", type=Path, help="results of the longer fine-tuning suite")
-    parser.add_argument("--emit-budget-suite", type=Path, help="write the longer fine-tuning suite here")
+    parser.add_argument("--budget", type=Path, help="results of the fine-tuning suite")
+    parser.add_argument("--emit-budget-suite", type=Path, help="write the fine-tuning suite here")
     args = parser.parse_args(argv)
     rows = read_results(args.results)
     if args.emit_budget_suite is not None:
@@ -343,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(report(rows))
     if args.budget is not None:
-        print("\n### The longer fine-tuning budget\n")
+        print("\n### Fine-tuned: the best policy of each criterion (chosen on validation after the cut)\n")
         print(budget_table(rows, read_results(args.budget)))
     return 0
 

@@ -28,8 +28,9 @@ def row(
         sparsity=0.7,
         seed=seed,
         config={"scope": scope, "options": options},
-        metrics=Metrics(test_accuracy=accuracy / 100 + 0.01, val_accuracy=accuracy / 100),
-        metrics_before_finetune=Metrics(test_accuracy=accuracy / 100),
+        metrics=Metrics(test_accuracy=accuracy / 100 + 0.01, val_accuracy=accuracy / 100 - 0.05),
+        metrics_before_finetune=Metrics(test_accuracy=accuracy / 100, val_accuracy=accuracy / 100),
+        train_epochs=1.0,
         method_info={"channel_scores": scores or {}},
     )
 
@@ -100,6 +101,18 @@ def test_the_budget_suite_takes_the_best_policy_on_validation(factorial: ModuleT
     assert best[0.7] == {name: "normalized" for name in CRITERION_EFFECT}
     suite = yaml.safe_load(factorial.budget_suite(rows, "results/x.jsonl"))
     labels = [entry["label"] for entry in suite["methods"]]
-    assert "hap-normalized-p2-85" in labels and "oracle-channel-normalized-70" in labels
-    assert len(labels) == 2 * (3 + 1 + 1)  # hap: three probe draws; one entry per other criterion
-    assert suite["finetune"]["epochs"] == 4
+    assert "hap-normalized-p0-85" in labels and "oracle-channel-normalized-70" in labels
+    assert len(labels) == 2 * 3  # one entry per criterion and target (hap: its first probe draw)
+    assert suite["finetune"] == {**suite["finetune"], "epochs": 1, "train_subset": 10000}
+
+
+def test_the_accuracy_table_shows_the_cut_alone_when_the_grid_was_not_fine_tuned(factorial: ModuleType) -> None:
+    tuned = [row("hap", s, seed, 70.0 + seed) for s in POLICY_EFFECT for seed in (0, 1)]
+    cut_only = [r.model_copy(update={"train_epochs": 0.0, "metrics": r.metrics_before_finetune}) for r in tuned]
+    table = factorial.accuracy_table(cut_only, 0.7)
+    assert "global: cut %" in table and "→" not in table
+    assert "| hap (2) | 70.50 ± 0.71 |" in table  # mean and sample std of {70, 71}
+    assert "cut → fine-tuned" in factorial.accuracy_table(tuned, 0.7)
+    assert "after the cut" in factorial.variance_table(cut_only)
+    assert "after fine-tuning" not in factorial.variance_table(cut_only)
+    assert "after fine-tuning" in factorial.variance_table(tuned)
