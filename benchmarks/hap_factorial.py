@@ -331,10 +331,10 @@ def budget_suite(rows: Sequence[ResultRow], source: str) -> str:
 def report(rows: Sequence[ResultRow]) -> str:
     parts = []
     for target in TARGETS:
-        parts += [f"### {100 * target:.0f} % of parameters removed", "", accuracy_table(rows, target), ""]
-    parts += ["### Where the spread comes from (accuracy points²)", "", variance_table(rows), ""]
-    parts += ["### Agreement with the oracle", "", agreement_table(rows), ""]
-    parts += ["### Cost", "", *cost_lines(rows)]
+        parts += [f"**{100 * target:.0f} % of parameters removed**", "", accuracy_table(rows, target), ""]
+    parts += ["**Where the spread comes from (accuracy points²)**", "", variance_table(rows), ""]
+    parts += ["**Agreement with the oracle**", "", agreement_table(rows), ""]
+    parts += ["**Cost**", "", *cost_lines(rows)]
     return "\n".join(parts)
 
 
@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(report(rows))
     if args.budget is not None:
-        print("\n### Fine-tuned: the best policy of each criterion (chosen on validation after the cut)\n")
+        print("\n**Fine-tuned: the best policy of each criterion (chosen on validation after the cut)**\n")
         print(budget_table(rows, read_results(args.budget)))
     return 0
 

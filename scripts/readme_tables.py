@@ -74,6 +74,13 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "hap-trace-noise": lambda: str(
         benchmark("hap_trace_noise").table(json.loads((RESULTS / "hap-trace-noise.json").read_text())["rows"])
     ),
+    "hap-factorial": lambda: str(benchmark("hap_factorial").report(rows("hap-factorial"))),
+    "hap-factorial-finetune": lambda: str(
+        benchmark("hap_factorial").budget_table(rows("hap-factorial"), rows("hap-factorial-finetune"))
+    ),
+    "hvp-engines": lambda: str(
+        benchmark("hvp_engines").table(json.loads((RESULTS / "hvp-engines.json").read_text())["results"])
+    ),
     "infcop-table": infcop("table"),
     "infcop-verdict": infcop("verdict"),
     "infcop-mechanism": infcop("mechanism"),
